@@ -1,0 +1,57 @@
+"""`dtl`: one command for the platform; each subcommand hands its arguments to its entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+SUBCOMMANDS = {
+    "train": "train a model: dtl train experiment=NAME [hydra overrides]",
+    "eval": "evaluate generated videos or a checkpoint (not yet built: evaluation issue)",
+    "generate": "generate ARKit CSV or video from audio (not yet built: EmoDiff and renderer issues)",
+    "sweep": "run an ablation or hyperparameter sweep (not yet built: cluster issue)",
+    "compare": "compare runs and sweeps in a table and report (not yet built: cluster issue)",
+    "submit": "submit a training job to Slurm (not yet built: cluster issue)",
+    "data": "corpus tools: demo, scan, features",
+    "weights": "check the pretrained weights the metrics need (not yet built: evaluation issue)",
+}
+NOT_YET_BUILT = {"eval", "generate", "sweep", "compare", "submit", "weights"}
+
+
+def run_train(overrides: list[str]) -> int:
+    from experiments.run_dir import resolve_run_id
+    from experiments.train import main as train_main
+
+    explicit = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_id=")), None)
+    if explicit is None:
+        overrides = overrides + [f"run_id={resolve_run_id()}"]
+    sys.argv = ["dtl train", *overrides]
+    train_main()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="dtl", description="dreamtalk-lab: train, evaluate and compare emotional talking-head models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(f"  {name:<9} {text}" for name, text in SUBCOMMANDS.items()))
+    parser.add_argument("command", choices=list(SUBCOMMANDS), metavar="COMMAND", help="one of the commands below")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command (see dtl COMMAND --help)")
+    ns = parser.parse_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    rest = argv[1:]
+    if ns.command == "train":
+        return run_train(rest)
+    if ns.command == "data":
+        from experiments.data_cli import main as data_main
+
+        return data_main(rest)
+    if ns.command in NOT_YET_BUILT:
+        print(f"dtl {ns.command}: not yet built — {SUBCOMMANDS[ns.command]}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {ns.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The one place that decides a run's directory, its attempt number, which checkpoint to resume, and its W&B id.
+
+A run directory `outputs/<experiment>/<run_id>` never changes across restarts or Slurm requeues. In it:
+`checkpoints/` (last.ckpt, best.ckpt), `hpc_ckpt_<n>.ckpt` (Lightning's requeue saves), `wandb_id`,
+`meta/attempt_<k>/` (resolved config, command line, git commit and diff of each launch), `csv/attempt_<k>/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from datamodules.io_utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+WANDB_ID_FILE = "wandb_id"
+
+
+def resolve_run_id(explicit: str | None = None) -> str:
+    """The command line's run_id, else the Slurm job (array-task aware, stable across requeues), else a new id."""
+    if explicit:
+        return explicit
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"slurm-{array_job}_{array_task}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """A torch checkpoint is a zip archive; a truncated one has no readable central directory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return len(archive.namelist()) > 0
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint in the run directory: checkpoints/*.ckpt or a requeue's hpc_ckpt_*.ckpt."""
+    candidates = [p for p in list((run_dir / "checkpoints").glob("*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
+                  if p.is_file()]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        if is_complete_checkpoint(path):
+            return path
+        log.warning("ignoring incomplete checkpoint %s", path)
+    return None
+
+
+def _is_rank_zero() -> bool:
+    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"git unavailable: {e}\n"
+
+
+@dataclass
+class RunState:
+    run_dir: Path
+    attempt: int
+    resume_checkpoint: Path | None
+    wandb_id: str
+
+
+def _wandb_id(run_dir: Path) -> str:
+    path = run_dir / WANDB_ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    wandb_id = secrets.token_hex(4)
+    if _is_rank_zero():
+        atomic_write_text(path, wandb_id + "\n")
+    return wandb_id
+
+
+def _next_attempt(run_dir: Path) -> int:
+    meta = run_dir / "meta"
+    existing = [int(p.name.split("_")[1]) for p in meta.glob("attempt_*") if p.name.split("_")[1].isdigit()]
+    return max(existing, default=-1) + 1
+
+
+def save_metadata(cfg: DictConfig, attempt_dir: Path) -> None:
+    """Resolved config, command line, environment, git commit and diff of this launch."""
+    atomic_write_text(attempt_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(attempt_dir / "command.txt", shlex.join(sys.argv) + "\n")
+    atomic_write_text(attempt_dir / "git.txt", _git("rev-parse", "HEAD") + _git("status", "--short"))
+    atomic_write_text(attempt_dir / "git.diff", _git("diff", "HEAD"))
+    env = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "WANDB_", "DTL_", "CUDA_VISIBLE"))}
+    atomic_write_text(attempt_dir / "env.txt", "".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+
+
+def prepare_run(cfg: DictConfig) -> RunState:
+    """Create or reopen the run directory and decide what this launch resumes from."""
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("ckpt_path"):
+        resume = Path(cfg.ckpt_path)
+        if not resume.is_file():
+            raise FileNotFoundError(f"ckpt_path={resume}: no such checkpoint")
+    else:
+        resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
+    attempt = _next_attempt(run_dir)
+    state = RunState(run_dir=run_dir, attempt=attempt, resume_checkpoint=resume, wandb_id=_wandb_id(run_dir))
+    if _is_rank_zero():
+        save_metadata(cfg, run_dir / "meta" / f"attempt_{attempt}")
+    log.info("run directory %s (attempt %d); %s; W&B id %s", run_dir, attempt,
+             f"resuming from {resume}" if resume else "starting fresh", state.wandb_id)
+    return state

@@ -1,0 +1,59 @@
+"""`dtl train`: compose the config, instantiate data, model, callbacks, loggers and trainer, fit, test."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiments import resolvers  # noqa: F401  (registers the config resolvers)
+from experiments.run_dir import prepare_run
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    return [hydra.utils.instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (resuming when the run directory holds a checkpoint), then test the best checkpoint."""
+    L.seed_everything(cfg.seed, workers=True)
+    state = prepare_run(cfg)
+    with open_dict(cfg):
+        if "wandb" in (cfg.get("logger") or {}):
+            cfg.logger.wandb.id = state.wandb_id
+        if "csv" in (cfg.get("logger") or {}):
+            cfg.logger.csv.version = f"attempt_{state.attempt}"
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule,
+                ckpt_path=str(state.resume_checkpoint) if state.resume_checkpoint else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test"):
+        best = next((c.best_model_path for c in callbacks
+                     if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.best_model_path), None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    log.info("metrics: %s", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The baseline: a deterministic audio-to-blendshape regressor (the "no diffusion" row of the ablations)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
+from metrics.blendshape import MouthError
+
+
+def masked_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                        weights: torch.Tensor) -> torch.Tensor:
+    """Per-coefficient weighted MSE averaged over valid frames."""
+    err = (pred - target).pow(2) * weights
+    m = mask[..., None].to(err.dtype)
+    return (err * m).sum() / (m.sum() * weights.sum()).clamp(min=1e-8)
+
+
+def velocity(x: torch.Tensor) -> torch.Tensor:
+    return x[:, 1:] - x[:, :-1]
+
+
+class BaselineRegressor(L.LightningModule):
+    def __init__(self, net: nn.Module, optimizer: partial, scheduler: partial | None = None,
+                 mouth_weight: float = 2.0, velocity_weight: float = 0.5) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        weights = torch.ones(NUM_BLENDSHAPES)
+        weights[MOUTH_INDICES] = mouth_weight
+        self.register_buffer("coefficient_weights", weights, persistent=False)
+        self.val_mouth_error = MouthError()
+        self.test_mouth_error = MouthError()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(batch["audio"], batch["emotion"], batch["level"], batch["init"])
+
+    def loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        target, mask = batch["blendshapes"], batch["mask"]
+        position = masked_weighted_mse(pred, target, mask, self.coefficient_weights)
+        vel = masked_weighted_mse(velocity(pred), velocity(target), mask[:, 1:] & mask[:, :-1],
+                                  self.coefficient_weights)
+        return {"loss": position + self.hparams.velocity_weight * vel, "position": position, "velocity": vel}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.loss(self(batch), batch)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True,
+                      batch_size=batch["audio"].shape[0])
+        return losses["loss"]
+
+    def _evaluate(self, batch: dict[str, Any], stage: str, metric: MouthError) -> None:
+        pred = self(batch)
+        losses = self.loss(pred, batch)
+        metric.update(pred, batch["blendshapes"], batch["mask"])
+        bs = batch["audio"].shape[0]
+        self.log(f"{stage}/loss", losses["loss"], batch_size=bs, sync_dist=True)
+        self.log(f"{stage}/mouth_error", metric, batch_size=bs, prog_bar=True)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_mouth_error)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_mouth_error)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,55 @@
+"""Run directory decisions: run id sources, newest complete checkpoint, persisted W&B id, per-attempt metadata."""
+
+import torch
+from omegaconf import OmegaConf
+
+from experiments import run_dir as rd
+
+
+def test_run_id_sources(monkeypatch):
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert rd.resolve_run_id("mine") == "mine"
+    generated = rd.resolve_run_id()
+    assert generated != rd.resolve_run_id()
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert rd.resolve_run_id() == "slurm-4242"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert rd.resolve_run_id() == "slurm-77_3"
+    assert rd.resolve_run_id("cli-wins") == "cli-wins"
+
+
+def test_newest_complete_checkpoint_wins_and_truncated_is_ignored(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    import os
+    import time
+
+    torch.save({"global_step": 10}, ckpts / "last.ckpt")
+    torch.save({"global_step": 5}, ckpts / "best.ckpt")
+    os.utime(ckpts / "best.ckpt", ns=(time.time_ns() - 10**10,) * 2)
+    assert rd.find_resume_checkpoint(tmp_path) == ckpts / "last.ckpt"
+
+    torch.save({"global_step": 20}, tmp_path / "hpc_ckpt_1.ckpt")
+    assert rd.find_resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"
+
+    data = (tmp_path / "hpc_ckpt_1.ckpt").read_bytes()
+    (tmp_path / "hpc_ckpt_2.ckpt").write_bytes(data[: len(data) // 2])  # a save killed half-way
+    assert not rd.is_complete_checkpoint(tmp_path / "hpc_ckpt_2.ckpt")
+    assert rd.find_resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"
+
+
+def test_prepare_run_keeps_wandb_id_and_numbers_attempts(tmp_path):
+    cfg = OmegaConf.create({"paths": {"run_dir": str(tmp_path / "run")}, "resume": True, "ckpt_path": None,
+                            "seed": 1})
+    first = rd.prepare_run(cfg)
+    second = rd.prepare_run(cfg)
+    assert first.wandb_id == second.wandb_id
+    assert (first.attempt, second.attempt) == (0, 1)
+    assert first.resume_checkpoint is None
+    meta = tmp_path / "run" / "meta"
+    for attempt in ("attempt_0", "attempt_1"):
+        files = {p.name for p in (meta / attempt).iterdir()}
+        assert {"config.yaml", "command.txt", "git.txt", "git.diff", "env.txt"} <= files
+    assert "seed: 1" in (meta / "attempt_0" / "config.yaml").read_text()
