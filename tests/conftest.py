@@ -1,0 +1,32 @@
+"""Shared fixtures: the demo corpus (built once per session) and a quiet, offline W&B."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """The default demo corpus (6 speakers x 22 emotion-levels x 10 sentences); DTL_TEST_DEMO_CORPUS reuses one."""
+    from datamodules.demo.build import build_demo_corpus
+
+    reuse = os.environ.get("DTL_TEST_DEMO_CORPUS")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("demo") / "corpus"
+    return build_demo_corpus(root, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """4 speakers x 22 emotion-levels x 2 sentences, for runs that exercise the machinery, not learning."""
+    from datamodules.demo.build import build_demo_corpus
+
+    return build_demo_corpus(tmp_path_factory.mktemp("tiny") / "corpus", speakers=4, sentences=2, progress=False)

@@ -1,0 +1,120 @@
+"""The training spine end to end: config composition, a learning baseline, kill -9 and resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from experiments.train import CONFIG_DIR, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=False)
+
+
+def test_every_experiment_and_group_composes(tmp_path):
+    for experiment in sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")):
+        cfg = compose_train([f"experiment={experiment}", "run_id=x", f"paths.output_root={tmp_path}"])
+        assert cfg.experiment_name == experiment
+        assert cfg.paths.run_dir == f"{tmp_path}/{experiment}/x"
+        assert cfg.model.net.audio_dim == 320  # 80 mels x 4 sub-frames, from the data config
+    for trainer in ("cpu", "gpu", "ddp"):
+        assert compose_train([f"trainer={trainer}", "run_id=x"]).trainer._target_ == "lightning.pytorch.Trainer"
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    rows = []
+    for path in sorted((run_dir / "csv").glob("attempt_*/metrics.csv")):
+        with open(path) as f:
+            rows += [dict(r, attempt=path.parent.name) for r in csv.DictReader(f)]
+    return rows
+
+
+def mean_pose_mouth_error(run_dir: Path, datamodule) -> float:
+    """The mean-pose predictor: the training split's average frame, scored like the model on the test split."""
+    from metrics.blendshape import MouthError
+
+    train_frames = np.concatenate([c.blendshapes for c in datamodule.datasets["train"].clips])
+    mean_pose = torch.from_numpy(train_frames.mean(0))
+    metric = MouthError()
+    for batch in datamodule.test_dataloader():
+        metric.update(mean_pose.expand_as(batch["blendshapes"]), batch["blendshapes"], batch["mask"])
+    return float(metric.compute())
+
+
+@pytest.mark.slow
+def test_baseline_beats_mean_pose_on_held_out_speakers(demo_corpus, tmp_path):
+    cfg = compose_train(["experiment=baseline_demo", "run_id=learn", f"paths.output_root={tmp_path}",
+                         f"data.corpus_dir={demo_corpus}", f"paths.cache_dir={tmp_path}/cache",
+                         "trainer.max_steps=300", "trainer.accelerator=cpu"])
+    metrics = train(cfg)
+    run_dir = tmp_path / "baseline_demo" / "learn"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+    from datamodules.blendshape_datamodule import BlendshapeDataModule
+    import hydra
+
+    datamodule: BlendshapeDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    baseline = mean_pose_mouth_error(run_dir, datamodule)
+    test_error = metrics["test/mouth_error"]
+    print(f"test mouth error: baseline regressor {test_error:.4f}, mean pose {baseline:.4f}")
+    assert test_error < 0.8 * baseline
+
+    val = [(int(r["step"]), float(r["val/mouth_error"])) for r in read_metrics(run_dir) if r.get("val/mouth_error")]
+    assert len(val) >= 2 and val[-1][1] < val[0][1]  # validation improves over training
+
+
+def dtl_train(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "experiments.cli", "train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_sigkill_after_first_checkpoint_then_same_command_resumes(tiny_corpus, tmp_path):
+    env = dict(os.environ, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
+    args = ["experiment=baseline_demo", "run_id=preempted", f"data.corpus_dir={tiny_corpus}",
+            "data.batch_size=4", "trainer.max_steps=400", "trainer.check_val_every_n_epoch=10",
+            "callbacks.last_checkpoint.every_n_train_steps=20", "trainer.accelerator=cpu", "test=false"]
+    run_dir = tmp_path / "outputs" / "baseline_demo" / "preempted"
+    last = run_dir / "checkpoints" / "last.ckpt"
+
+    first = dtl_train(args, env)
+    deadline = time.time() + 240
+    while not last.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, f"run ended before it could be killed:\n{first.stdout.read()}"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    step_at_kill = torch.load(last, weights_only=False)["global_step"]
+    assert 0 < step_at_kill < 400
+    wandb_id = (run_dir / "wandb_id").read_text().strip()
+
+    second = dtl_train(args, env)
+    out, _ = second.communicate(timeout=400)
+    assert second.returncode == 0, out
+    assert "resuming from" in out and str(last) in out
+
+    final = torch.load(last, weights_only=False)
+    assert final["global_step"] == 400
+    rows = read_metrics(run_dir)
+    first_steps = [int(r["step"]) for r in rows if r["attempt"] == "attempt_1"]
+    assert min(first_steps) >= step_at_kill - 1  # the second attempt continued, it did not start over
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(p.name.endswith(wandb_id) or f"-{wandb_id}-" in p.name for p in runs), runs
+    assert (run_dir / "meta" / "attempt_0" / "config.yaml").is_file()
+    assert (run_dir / "meta" / "attempt_1" / "command.txt").read_text().count("run_id=preempted") == 1
