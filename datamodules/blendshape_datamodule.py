@@ -12,9 +12,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip, feature_statistics
-from datamodules.corpus import Manifest, load_track, scan_corpus
+from datamodules.corpus import load_track, scan_corpus
 from datamodules.feature_cache import FeatureCache, precompute_features
 from datamodules.features import FeatureConfig
+from datamodules.manifest import Manifest
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.jsonl"
@@ -58,7 +59,7 @@ class BlendshapeDataModule(L.LightningDataModule):
                               sentences=self.hparams.demo_sentences, seed=self.hparams.demo_seed,
                               fps=self.hparams.fps)
         if not self.hparams.manifest:
-            manifest = scan_corpus(self.corpus_dir, fps=self.hparams.fps, val_speakers=self.hparams.val_speakers,
+            manifest = scan_corpus(self.corpus_dir, val_speakers=self.hparams.val_speakers,
                                    test_speakers=self.hparams.test_speakers, seed=self.hparams.split_seed,
                                    on_error=self.hparams.on_error,
                                    report_path=self.report_dir / "scan_report.json")
@@ -75,7 +76,7 @@ class BlendshapeDataModule(L.LightningDataModule):
         cache = self._cache()
         clips = []
         for r in records:
-            track, track_fps = load_track(r.track_path)
+            track, track_fps = load_track(r.track_path, csv_fps=r.fps, npy_fps=r.fps)
             if abs(track_fps - self.hparams.fps) > 1e-6:
                 track = resample_track(track, track_fps, self.hparams.fps)
             audio = cache.get(r.audio_path, self.hparams.fps, num_frames=len(track))

@@ -37,7 +37,8 @@ def cmd_scan(ns: argparse.Namespace) -> int:
 
 
 def cmd_features(ns: argparse.Namespace) -> int:
-    from datamodules.corpus import Manifest, scan_corpus
+    from datamodules.corpus import scan_corpus
+    from datamodules.manifest import Manifest
     from datamodules.feature_cache import FeatureCache, precompute_features
     from datamodules.features import FeatureConfig
 

@@ -1,0 +1,1 @@
+"""Lightning callbacks shared by the blendshape models."""
