@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip, feature_statistics
+from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip
 from datamodules.corpus import load_track, scan_corpus
 from datamodules.feature_cache import FeatureCache, precompute_features
-from datamodules.features import FeatureConfig
+from datamodules.features import FeatureConfig, FeatureStats
 from datamodules.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,10 @@ class BlendshapeDataModule(L.LightningDataModule):
         if not splits["train"]:
             raise ValueError(f"{self.manifest_path}: no training clips")
         if self.audio_mean is None:
-            self.audio_mean, self.audio_std = feature_statistics([c.audio for c in splits["train"]])
+            stats = FeatureStats()
+            for clip in splits["train"]:
+                stats.update(clip.audio)
+            self.audio_mean, self.audio_std = stats.mean, stats.std()
         for clips in splits.values():
             for c in clips:
                 c.audio = (c.audio - self.audio_mean) / self.audio_std

@@ -113,13 +113,3 @@ class BlendshapeWindowDataset(Dataset):
             "start": torch.tensor(start),
         }
 
-
-def feature_statistics(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std over all frames of many (T, C) arrays (float64 accumulation)."""
-    total = sum(len(a) for a in arrays)
-    if total == 0:
-        raise ValueError("no frames to compute feature statistics from")
-    mean = sum(a.sum(0, dtype=np.float64) for a in arrays) / total
-    var = sum(((a - mean) ** 2).sum(0, dtype=np.float64) for a in arrays) / total
-    return mean.astype(np.float32), np.sqrt(var).clip(min=1e-5).astype(np.float32)
-

@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "data":
         from experiments.data_cli import main as data_main
 
-        return data_main(rest)
+        try:
+            return data_main(rest)
+        except (ValueError, FileNotFoundError) as e:  # bad input: say which file and what, no traceback
+            print(f"dtl data: error: {e}", file=sys.stderr)
+            return 1
     if ns.command in NOT_YET_BUILT:
         print(f"dtl {ns.command}: not yet built — {SUBCOMMANDS[ns.command]}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip, feature_statistics
+from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip
 from datamodules.mead import EMOTION_INDEX
 
 
@@ -67,11 +67,3 @@ def test_evaluation_is_deterministic_and_training_is_seeded():
     assert first == [train[k]["start"].item() for k in range(len(train))]
     assert len(set(first)) > 1
 
-
-def test_feature_statistics_match_numpy():
-    rng = np.random.default_rng(1)
-    arrays = [rng.normal(3, 2, size=(n, 5)).astype(np.float32) for n in (10, 30, 7)]
-    mean, std = feature_statistics(arrays)
-    joined = np.concatenate(arrays)
-    np.testing.assert_allclose(mean, joined.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(std, joined.std(0), rtol=1e-5)
