@@ -44,9 +44,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test"):
         best = next((c.best_model_path for c in callbacks
                      if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.best_model_path), None)
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     log.info("metrics: %s", metrics)
+    for lg in loggers:
+        if isinstance(lg, L.pytorch.loggers.WandbLogger):
+            lg.experiment.finish()  # release the run id now, not at interpreter exit
     return metrics
 
 

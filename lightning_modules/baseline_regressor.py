@@ -29,8 +29,11 @@ class BaselineRegressor(L.LightningModule):
     def __init__(self, net: nn.Module, optimizer: partial, scheduler: partial | None = None,
                  mouth_weight: float = 2.0, velocity_weight: float = 0.5) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        # Only plain values go into checkpoints (they stay loadable with torch.load(weights_only=True)).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         weights = torch.ones(NUM_BLENDSHAPES)
         weights[MOUTH_INDICES] = mouth_weight
         self.register_buffer("coefficient_weights", weights, persistent=False)
@@ -68,8 +71,8 @@ class BaselineRegressor(L.LightningModule):
         self._evaluate(batch, "test", self.test_mouth_error)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -87,7 +87,8 @@ def dtl_train(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 @pytest.mark.slow
 def test_sigkill_after_first_checkpoint_then_same_command_resumes(tiny_corpus, tmp_path):
     env = dict(os.environ, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
-    args = ["experiment=baseline_demo", "run_id=preempted", f"data.corpus_dir={tiny_corpus}",
+    env.pop("WANDB_SERVICE", None)  # each launch gets its own W&B service, as separate jobs do
+    args = ["experiment=baseline_demo", "run_id=preempted", f"data.corpus_dir={tiny_corpus}", "data.build_demo=false",
             "data.batch_size=4", "trainer.max_steps=400", "trainer.check_val_every_n_epoch=10",
             "callbacks.last_checkpoint.every_n_train_steps=20", "trainer.accelerator=cpu", "test=false"]
     run_dir = tmp_path / "outputs" / "baseline_demo" / "preempted"
