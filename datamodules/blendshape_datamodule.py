@@ -40,6 +40,8 @@ class BlendshapeDataModule(L.LightningDataModule):
         self.report_dir = Path(report_dir)
         self.audio_mean: np.ndarray | None = None
         self.audio_std: np.ndarray | None = None
+        self.blendshape_mean: np.ndarray | None = None
+        self.blendshape_std: np.ndarray | None = None
         self.manifest: Manifest | None = None
         self.datasets: dict[str, BlendshapeWindowDataset] = {}
 
@@ -95,6 +97,10 @@ class BlendshapeDataModule(L.LightningDataModule):
             for clip in splits["train"]:
                 stats.update(clip.audio)
             self.audio_mean, self.audio_std = stats.mean, stats.std()
+        blendshape_stats = FeatureStats()
+        for clip in splits["train"]:
+            blendshape_stats.update(clip.blendshapes)
+        self.blendshape_mean, self.blendshape_std = blendshape_stats.mean, blendshape_stats.std(floor=1e-2)
         for clips in splits.values():
             for c in clips:
                 c.audio = (c.audio - self.audio_mean) / self.audio_std

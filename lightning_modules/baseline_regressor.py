@@ -10,15 +10,8 @@ import torch
 from torch import nn
 
 from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
+from lightning_modules.losses import masked_weighted_mse
 from metrics.blendshape import MouthError
-
-
-def masked_weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                        weights: torch.Tensor) -> torch.Tensor:
-    """Per-coefficient weighted MSE averaged over valid frames."""
-    err = (pred - target).pow(2) * weights
-    m = mask[..., None].to(err.dtype)
-    return (err * m).sum() / (m.sum() * weights.sum()).clamp(min=1e-8)
 
 
 def velocity(x: torch.Tensor) -> torch.Tensor:

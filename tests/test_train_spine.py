@@ -30,7 +30,9 @@ def test_every_experiment_and_group_composes(tmp_path):
         cfg = compose_train([f"experiment={experiment}", "run_id=x", f"paths.output_root={tmp_path}"])
         assert cfg.experiment_name == experiment
         assert cfg.paths.run_dir == f"{tmp_path}/{experiment}/x"
-        assert cfg.model.net.audio_dim == 320  # 80 mels x 4 sub-frames, from the data config
+        for network in ("net", "denoiser"):
+            if network in cfg.model and "audio_dim" in cfg.model[network]:
+                assert cfg.model[network].audio_dim == 320  # 80 mels x 4 sub-frames, from the data config
     for trainer in ("cpu", "gpu", "ddp"):
         assert compose_train([f"trainer={trainer}", "run_id=x"]).trainer._target_ == "lightning.pytorch.Trainer"
 
