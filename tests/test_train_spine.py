@@ -10,19 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from experiments.train import CONFIG_DIR, train
+from training_helpers import compose_train, mean_pose_mouth_error
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=False)
 
 
 def test_every_experiment_and_group_composes(tmp_path):
@@ -45,18 +39,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
-def mean_pose_mouth_error(run_dir: Path, datamodule) -> float:
-    """The mean-pose predictor: the training split's average frame, scored like the model on the test split."""
-    from metrics.blendshape import MouthError
-
-    train_frames = np.concatenate([c.blendshapes for c in datamodule.datasets["train"].clips])
-    mean_pose = torch.from_numpy(train_frames.mean(0))
-    metric = MouthError()
-    for batch in datamodule.test_dataloader():
-        metric.update(mean_pose.expand_as(batch["blendshapes"]), batch["blendshapes"], batch["mask"])
-    return float(metric.compute())
-
-
 @pytest.mark.slow
 def test_baseline_beats_mean_pose_on_held_out_speakers(demo_corpus, tmp_path):
     cfg = compose_train(["experiment=baseline_demo", "run_id=learn", f"paths.output_root={tmp_path}",
@@ -72,7 +54,7 @@ def test_baseline_beats_mean_pose_on_held_out_speakers(demo_corpus, tmp_path):
 
     datamodule: BlendshapeDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("test")
-    baseline = mean_pose_mouth_error(run_dir, datamodule)
+    baseline = mean_pose_mouth_error(datamodule)
     test_error = metrics["test/mouth_error"]
     print(f"test mouth error: baseline regressor {test_error:.4f}, mean pose {baseline:.4f}")
     assert test_error < 0.8 * baseline
