@@ -8,14 +8,14 @@ import sys
 SUBCOMMANDS = {
     "train": "train a model: dtl train experiment=NAME [hydra overrides]",
     "eval": "evaluate generated videos or a checkpoint (not yet built: evaluation issue)",
-    "generate": "generate ARKit CSV or video from audio (not yet built: EmoDiff and renderer issues)",
+    "generate": "generate from audio: dtl generate blendshapes (ARKit CSV); video comes with the renderer",
     "sweep": "run an ablation or hyperparameter sweep (not yet built: cluster issue)",
     "compare": "compare runs and sweeps in a table and report (not yet built: cluster issue)",
     "submit": "submit a training job to Slurm (not yet built: cluster issue)",
     "data": "corpus tools: demo, scan, features",
     "weights": "check the pretrained weights the metrics need (not yet built: evaluation issue)",
 }
-NOT_YET_BUILT = {"eval", "generate", "sweep", "compare", "submit", "weights"}
+NOT_YET_BUILT = {"eval", "sweep", "compare", "submit", "weights"}
 
 
 def run_train(overrides: list[str]) -> int:
@@ -42,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[1:]
     if ns.command == "train":
         return run_train(rest)
-    if ns.command == "data":
+    if ns.command in ("data", "generate"):
         from experiments.data_cli import main as data_main
+        from experiments.generate import main as generate_main
 
         try:
-            return data_main(rest)
+            return (data_main if ns.command == "data" else generate_main)(rest)
         except (ValueError, FileNotFoundError) as e:  # bad input: say which file and what, no traceback
-            print(f"dtl data: error: {e}", file=sys.stderr)
+            print(f"dtl {ns.command}: error: {e}", file=sys.stderr)
             return 1
     if ns.command in NOT_YET_BUILT:
         print(f"dtl {ns.command}: not yet built — {SUBCOMMANDS[ns.command]}", file=sys.stderr)

@@ -30,7 +30,7 @@ class EmoDiff(L.LightningModule):
 
     def __init__(self, denoiser: nn.Module, optimizer: partial, scheduler: partial | None = None, *,
                  diffusion_steps: int = 500, schedule: str = "cosine", prediction: str = "x0",
-                 cond_drop_prob: float = 0.1, autoregressive: bool = True, context_frames: int = 10,
+                 cond_drop_prob: float = 0.1, style_clip_drop_prob: float = 0.3, autoregressive: bool = True, context_frames: int = 10,
                  context_prob: float = 0.5, mouth_weight: float = 2.0, velocity_weight: float = 0.5,
                  ema_decay: float = 0.999, sample_steps: int = 20, guidance_scale: float = 1.5,
                  val_sample_batches: int = 4, generation_window: int = 64) -> None:
@@ -98,6 +98,9 @@ class EmoDiff(L.LightningModule):
         x_t = q_sample(schedule, x0, t, noise)
         context, context_mask = self._training_context(x0)
         drop = torch.rand(b, device=self.device) < self.hparams.cond_drop_prob
+        # Without its style clip now and then, so that a label alone (no reference clip) also conditions well.
+        no_clip = torch.rand(b, device=self.device) < self.hparams.style_clip_drop_prob
+        batch = dict(batch, style_mask=batch["style_mask"] & ~no_clip[:, None])
         out = self.denoiser(x_t, t, self.conditions(batch, context, context_mask, drop))
         frames = batch["mask"] & ~context_mask
         kind = self.hparams.prediction

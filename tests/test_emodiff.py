@@ -27,7 +27,8 @@ def trained(demo_corpus, tmp_path_factory):
     model = EmoDiff.load_from_checkpoint(out / "emodiff_demo" / "learn" / "checkpoints" / "best.ckpt",
                                          denoiser=hydra.utils.instantiate(cfg.model.denoiser),
                                          optimizer=None, weights_only=True)
-    return {"cfg": cfg, "metrics": metrics, "datamodule": datamodule, "model": model.eval()}
+    return {"cfg": cfg, "metrics": metrics, "datamodule": datamodule, "model": model.eval(),
+            "run_dir": out / "emodiff_demo" / "learn"}
 
 
 def test_untrained_emodiff_samples_the_mean_pose(trained):
@@ -90,3 +91,47 @@ def test_sixty_seconds_without_seams(trained):
     print(f"largest seam jump {seam_jumps.max():.4f}, corpus 99th percentile of frame-to-frame motion {limit:.4f}, "
           f"generated median motion {np.median(motion):.4f}")
     assert seam_jumps.max() <= limit
+
+
+@pytest.mark.slow
+def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_path, capsys):
+    from datamodules.arkit import read_live_link_csv
+    from experiments.generate import main as generate
+
+    clip = trained["datamodule"].datasets["test"].clips[0]
+    wav = demo_corpus / clip.speaker / "audio" / clip.emotion / f"level_{clip.level}" / f"{clip.sentence}.wav"
+    style = demo_corpus / clip.speaker / "arkit" / "happy" / "level_3" / "002.npy"
+    args = ["blendshapes", "--checkpoint", str(trained["run_dir"]), "--audio", str(wav), "--emotion", "happy",
+            "--level", "3", "--steps", "10", "--out", str(tmp_path)]
+    assert generate(args + ["--fps", "30"]) == 0
+    assert generate(args + ["--fps", "60", "--style", str(style), "--out", str(tmp_path / "styled")]) == 0
+    take = read_live_link_csv(tmp_path / f"{wav.stem}_happy_level_3.csv", fps=30)
+    duration = len(clip.blendshapes) / 25.0
+    assert abs(len(take.blendshapes) - duration * 30) <= 1
+    assert take.blendshapes.min() >= 0 and take.blendshapes.max() <= 1
+    styled = read_live_link_csv(tmp_path / "styled" / f"{wav.stem}_happy_level_3.csv", fps=60)
+    assert abs(len(styled.blendshapes) - duration * 60) <= 1
+
+
+@pytest.mark.slow
+def test_generate_rejects_bad_audio_and_emotions_naming_the_file(trained, tmp_path, capsys):
+    import soundfile as sf
+
+    from experiments.generate import main as generate
+
+    silent, garbage = tmp_path / "silent.wav", tmp_path / "garbage.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    garbage.write_bytes(b"not audio at all")
+    common = ["blendshapes", "--checkpoint", str(trained["run_dir"]), "--emotion", "sad", "--level", "2",
+              "--out", str(tmp_path / "out")]
+    assert generate(common + ["--audio", str(silent), str(garbage)]) == 1
+    err = capsys.readouterr().err
+    assert f"{silent}: silent audio" in err and f"{garbage}: unreadable audio" in err
+    with pytest.raises(SystemExit):
+        generate(["blendshapes", "--checkpoint", str(trained["run_dir"]), "--audio", str(silent),
+                  "--emotion", "joyful"])
+    assert "invalid choice: 'joyful'" in capsys.readouterr().err
+    from experiments.generate import emotion_condition
+
+    with pytest.raises(ValueError, match="neutral.*levels \\[1\\]"):
+        emotion_condition("neutral", 3)

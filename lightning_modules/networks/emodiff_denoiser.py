@@ -29,7 +29,9 @@ class StyleEncoder(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, style: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(self.inp(style), src_key_padding_mask=~mask)
+        """(B, S, 52) clip and (B, S) mask -> (B, dim); a row without any frame (label-only) gives zeros."""
+        attend = mask | ~mask.any(1, keepdim=True)  # an all-padded row would make attention NaN
+        h = self.encoder(self.inp(style), src_key_padding_mask=~attend)
         weights = mask[..., None].to(h.dtype)
         return (h * weights).sum(1) / weights.sum(1).clamp(min=1)
 
