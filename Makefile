@@ -16,11 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Build the SYNTHETIC demo corpus, train the baseline through the spine, test on held-out speakers.
+# The most complete pipeline that exists, at demo scale: build the SYNTHETIC demo corpus, train and test the
+# baseline and EmoDiff on held-out speakers, generate Live Link Face CSVs from held-out audio.
+DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: install
 	$(DTL) data demo --root data/demo
 	$(DTL) train experiment=baseline_demo run_id=demo
-	@echo "run directory: outputs/baseline_demo/demo (checkpoints/, csv/, wandb/, meta/)"
+	$(DTL) train experiment=emodiff_demo run_id=demo
+	$(DTL) generate blendshapes --checkpoint outputs/emodiff_demo/demo --audio $(DEMO_AUDIO) \
+		--emotion happy --level 3 --fps 30 --out outputs/demo_generated
+	$(PY) -m experiments.summary outputs/baseline_demo/demo outputs/emodiff_demo/demo
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -33,4 +38,4 @@ bench: install
 	$(PY) benchmarks/bench_demo_corpus.py
 
 clean-demo:
-	rm -rf data/demo outputs/baseline_demo/demo
+	rm -rf data/demo outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/demo_generated
