@@ -30,8 +30,9 @@ class BlendshapeFigure(L.Callback):
         if not trainer.is_global_zero:
             return
         dataset = trainer.datamodule.datasets["test"]
-        step = max(len(dataset) // self.clips, 1)
-        items = [dataset[i] for i in range(0, len(dataset), step)][: self.clips]
+        firsts = [i for i, (_, start) in enumerate(dataset.items) if start == 0]  # whole windows, not clip tails
+        step = max(len(firsts) // self.clips, 1)
+        items = [dataset[i] for i in firsts[::step][: self.clips]]
         batch = {k: torch.stack([it[k] for it in items]).to(pl_module.device) for k in items[0]}
         was_training = pl_module.training
         pl_module.eval()
