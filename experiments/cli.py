@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -24,7 +25,11 @@ def run_train(overrides: list[str]) -> int:
 
     explicit = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_id=")), None)
     if explicit is None:
-        overrides = overrides + [f"run_id={resolve_run_id()}"]
+        run_id = resolve_run_id()
+        if "-m" in overrides or "--multirun" in overrides:  # one run directory per job of the sweep
+            os.environ.setdefault("DTL_SWEEP_ID", run_id)
+            run_id = f"{run_id}-job" + "${hydra:job.num}"
+        overrides = overrides + [f"run_id={run_id}"]
     sys.argv = ["dtl train", *overrides]
     train_main()
     return 0

@@ -27,6 +27,12 @@ def test_every_experiment_and_group_composes(tmp_path):
         for network in ("net", "denoiser"):
             if network in cfg.model and "audio_dim" in cfg.model[network]:
                 assert cfg.model[network].audio_dim == 320  # 80 mels x 4 sub-frames, from the data config
+    import yaml
+
+    for sweep in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"):
+        spec = yaml.safe_load(sweep.read_text())
+        for experiment in spec["parameters"]["experiment"]["values"]:
+            assert compose_train([f"experiment={experiment}", "run_id=x"]).experiment_name == experiment, sweep
     for trainer in ("cpu", "gpu", "ddp"):
         assert compose_train([f"trainer={trainer}", "run_id=x"]).trainer._target_ == "lightning.pytorch.Trainer"
 
