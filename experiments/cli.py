@@ -14,9 +14,9 @@ SUBCOMMANDS = {
     "compare": "compare runs and sweeps in a table and report (not yet built: cluster issue)",
     "submit": "submit a training job to Slurm (not yet built: cluster issue)",
     "data": "corpus tools: demo, scan, features",
-    "weights": "check the pretrained weights the metrics need (not yet built: evaluation issue)",
+    "weights": "check the pretrained weights the metrics need: dtl weights check",
 }
-NOT_YET_BUILT = {"eval", "sweep", "compare", "submit", "weights"}
+NOT_YET_BUILT = {"eval", "sweep", "compare", "submit"}
 
 
 def run_train(overrides: list[str]) -> int:
@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as e:  # bad input: say which file and what, no traceback
             print(f"dtl {ns.command}: error: {e}", file=sys.stderr)
             return 1
+    if ns.command == "weights":
+        from experiments.weights_cli import main as weights_main
+
+        return weights_main(rest)
     if ns.command in NOT_YET_BUILT:
         print(f"dtl {ns.command}: not yet built — {SUBCOMMANDS[ns.command]}", file=sys.stderr)
         return 2

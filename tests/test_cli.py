@@ -1,6 +1,7 @@
 """The `dtl` command: help lists every subcommand; unbuilt ones say so; data tools run on a real corpus."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,20 @@ def test_help_lists_every_subcommand():
     assert out.returncode == 0
     for name in ("train", "eval", "generate", "sweep", "compare", "submit", "data", "weights"):
         assert f"  {name}" in out.stdout
+
+
+def test_weights_check_lists_expected_paths_and_flags_wrong_files(tmp_path):
+    env_home = tmp_path / "torch_home"
+    (env_home / "hub" / "checkpoints").mkdir(parents=True)
+    (env_home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth").write_bytes(b"not the real weights")
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "weights", "check", "--json"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "TORCH_HOME": str(env_home)})
+    assert out.returncode == 1
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["fid_inception"]["status"] == "missing"
+    assert rows["fid_inception"]["path"] == str(env_home / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth")
+    assert rows["alexnet"]["status"] == "checksum_mismatch"
+    assert set(rows) >= {"fid_inception", "alexnet", "vgg16", "syncnet_v2"}
 
 
 def test_unbuilt_subcommands_say_so():
