@@ -30,3 +30,24 @@ def tiny_corpus(tmp_path_factory) -> Path:
     from datamodules.demo.build import build_demo_corpus
 
     return build_demo_corpus(tmp_path_factory.mktemp("tiny") / "corpus", speakers=4, sentences=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def local_slurm(tmp_path_factory) -> dict[str, str]:
+    """A real single-node Slurm started by slurm/local/start.sh; its environment (SLURM_CONF) for subprocesses.
+
+    In CI (CI=true, where .ci/run installs slurm-wlm and munge) a Slurm that cannot start fails the test;
+    elsewhere a machine without slurm-wlm skips it, saying so.
+    """
+    import shutil
+    import subprocess
+
+    if not os.environ.get("CI") and shutil.which("slurmctld") is None:
+        pytest.skip("slurm-wlm is not installed here (apt-get install slurm-wlm munge; CI installs it)")
+    state = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run([str(REPO / "slurm" / "local" / "start.sh"), str(state), "2"], capture_output=True,
+                             text=True, timeout=120)
+    assert started.returncode == 0, f"local Slurm did not start:\n{started.stdout}\n{started.stderr}"
+    env = dict(os.environ, SLURM_CONF=str(state / "slurm.conf"))
+    yield env
+    subprocess.run([str(REPO / "slurm" / "local" / "stop.sh"), str(state)], timeout=60)
