@@ -12,11 +12,11 @@ SUBCOMMANDS = {
     "generate": "generate from audio: dtl generate blendshapes (ARKit CSV); video comes with the renderer",
     "sweep": "run an ablation or hyperparameter sweep (not yet built: cluster issue)",
     "compare": "compare runs and sweeps in a table and report (not yet built: cluster issue)",
-    "submit": "submit a training job to Slurm (not yet built: cluster issue)",
+    "submit": "submit a training job to Slurm: dtl submit [--dry-run] experiment=NAME launcher.gpus_per_node=N",
     "data": "corpus tools: demo, scan, features",
     "weights": "check the pretrained weights the metrics need: dtl weights check",
 }
-NOT_YET_BUILT = {"eval", "sweep", "compare", "submit"}
+NOT_YET_BUILT = {"eval", "sweep", "compare"}
 
 
 def run_train(overrides: list[str]) -> int:
@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as e:  # bad input: say which file and what, no traceback
             print(f"dtl {ns.command}: error: {e}", file=sys.stderr)
             return 1
+    if ns.command == "submit":
+        from experiments.submit import main as submit_main
+
+        return submit_main(rest)
     if ns.command == "weights":
         from experiments.weights_cli import main as weights_main
 

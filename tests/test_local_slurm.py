@@ -43,3 +43,38 @@ def test_fake_gpus_are_allocated_per_task(local_slurm, tmp_path):
     assert wait_for(job, local_slurm) == "COMPLETED"
     lines = sorted((tmp_path / f"gpu-{job}.out").read_text().split())
     assert lines == ["gpus=0,1", "gpus=0,1", "rank=0", "rank=1"]
+
+
+def test_dry_run_renders_resources_requeue_and_one_task_per_device():
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "--dry-run", "experiment=emodiff_demo",
+                          "launcher.gpus_per_node=4", "launcher.nodes=2", "launcher.account=lab", "launcher.time=2:00:00"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    script = out.stdout
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4", "#SBATCH --requeue",
+                 "#SBATCH --signal=SIGUSR1@90", "#SBATCH --account=lab", "#SBATCH --time=2:00:00"):
+        assert line in script
+    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert "experiment=emodiff_demo" in srun and "trainer.devices=4" in srun and "trainer.num_nodes=2" in srun
+    assert "run_id=" not in srun  # the job takes slurm-<job id>, stable across requeues
+
+
+def test_submitted_training_job_completes_with_checkpoint_and_logs(local_slurm, tiny_corpus, tmp_path):
+    env = dict(local_slurm, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("WANDB_SERVICE", None)
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "experiment=baseline_demo",
+                          f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", "data.batch_size=4",
+                          "trainer.max_steps=30", "trainer.check_val_every_n_epoch=1",
+                          "callbacks.last_checkpoint.every_n_train_steps=10", "launcher.cpus_per_task=1",
+                          "launcher.mem_gb=4"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.split("submitted job ")[1].split(":")[0]
+    state = wait_for(job, env, timeout=400)
+    log = tmp_path / "outputs" / "slurm" / f"baseline_demo-{job}.out"
+    assert state == "COMPLETED", log.read_text()[-3000:]
+    run_dir = tmp_path / "outputs" / "baseline_demo" / f"slurm-{job}"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert list((run_dir / "csv").glob("attempt_0/metrics.csv"))
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert "test/mouth_error" in log.read_text()
+    assert "SLURM_JOB_ID=" + job in (run_dir / "meta" / "attempt_0" / "env.txt").read_text()
