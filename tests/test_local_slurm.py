@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,3 +82,39 @@ def test_submitted_training_job_completes_with_checkpoint_and_logs(local_slurm, 
     assert list((run_dir / "wandb").glob("offline-run-*"))
     assert "test/mouth_error" in log.read_text()
     assert "SLURM_JOB_ID=" + job in (run_dir / "meta" / "attempt_0" / "env.txt").read_text()
+
+
+@pytest.mark.slow
+def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, tmp_path):
+    env = dict(local_slurm, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("WANDB_SERVICE", None)
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "experiment=baseline_demo",
+                          f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", "data.batch_size=4",
+                          "trainer.max_steps=600", "trainer.check_val_every_n_epoch=10", "test=false",
+                          "callbacks.last_checkpoint.every_n_train_steps=20", "launcher.cpus_per_task=1",
+                          "launcher.mem_gb=4"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.split("submitted job ")[1].split(":")[0]
+    run_dir = tmp_path / "outputs" / "baseline_demo" / f"slurm-{job}"
+    log = tmp_path / "outputs" / "slurm" / f"baseline_demo-{job}.out"
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (run_dir / "checkpoints" / "last.ckpt").exists(), log.read_text()[-3000:]
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, env=env)
+    state = wait_for(job, env, timeout=500)
+    text = log.read_text()
+    assert state == "COMPLETED", text[-3000:]
+    info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=env).stdout
+    assert "Restarts=1" in info, info
+    assert list(run_dir.glob("hpc_ckpt_*.ckpt")), "no requeue checkpoint was saved"
+    assert (run_dir / "meta" / "attempt_1").is_dir()
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 600
+    resumed_from = torch.load(sorted(run_dir.glob("hpc_ckpt_*.ckpt"))[0], weights_only=True)["global_step"]
+    with open(run_dir / "csv" / "attempt_1" / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert 0 < resumed_from < 600 and min(steps) >= resumed_from - 1  # continued, not restarted
+    wandb_id = (run_dir / "wandb_id").read_text().strip()
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(wandb_id in p.name for p in runs)
