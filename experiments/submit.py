@@ -30,7 +30,7 @@ def render_sbatch(cfg: DictConfig, overrides: list[str], python: str = sys.execu
     """The sbatch script: resources, requeue on SIGUSR1, one srun task per device running `dtl train`."""
     launch = cfg.launcher
     gpus = int(launch.gpus_per_node)
-    tasks = max(gpus, 1)
+    tasks = gpus if gpus else int(launch.cpu_tasks_per_node)
     lines = ["#!/bin/bash",
              f"#SBATCH --job-name={launch.job_name}",
              f"#SBATCH --nodes={launch.nodes}",
@@ -55,6 +55,8 @@ def render_sbatch(cfg: DictConfig, overrides: list[str], python: str = sys.execu
     devices = [f"trainer.devices={tasks}", f"trainer.num_nodes={launch.nodes}"]
     if not gpus:
         devices.append("trainer.accelerator=cpu")
+    if tasks * int(launch.nodes) > 1 and not any(a.startswith(("trainer=", "trainer.strategy=")) for a in overrides):
+        devices.append("trainer.strategy=ddp")
     command = [python, "-m", "experiments.cli", "train", *train_args, *devices]
     lines += ["srun " + shlex.join(command), ""]
     return "\n".join(lines)

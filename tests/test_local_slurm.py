@@ -118,3 +118,22 @@ def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, 
     wandb_id = (run_dir / "wandb_id").read_text().strip()
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(wandb_id in p.name for p in runs)
+
+
+@pytest.mark.slow
+def test_two_task_ddp_job_sees_both_ranks(local_slurm, tiny_corpus, tmp_path):
+    env = dict(local_slurm, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("WANDB_SERVICE", None)
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "experiment=baseline_demo",
+                          f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", "data.batch_size=4",
+                          "trainer.max_steps=20", "trainer.check_val_every_n_epoch=1", "launcher.cpu_tasks_per_node=2",
+                          "launcher.cpus_per_task=1", "launcher.mem_gb=4"],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.split("submitted job ")[1].split(":")[0]
+    state = wait_for(job, env, timeout=400)
+    text = (tmp_path / "outputs" / "slurm" / f"baseline_demo-{job}.out").read_text()
+    assert state == "COMPLETED", text[-3000:]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in text and "GLOBAL_RANK: 1, MEMBER: 2/2" in text
+    run_dir = tmp_path / "outputs" / "baseline_demo" / f"slurm-{job}"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
