@@ -31,6 +31,19 @@ def sbatch(args: list[str], env: dict[str, str]) -> str:
     return out.stdout.strip().split(";")[0]
 
 
+def submit_baseline(local_slurm: dict[str, str], tiny_corpus: Path, tmp_path: Path,
+                    *overrides: str) -> tuple[str, dict[str, str]]:
+    """`dtl submit` the baseline on the tiny corpus, outputs under tmp_path; (job id, its environment)."""
+    env = dict(local_slurm, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("WANDB_SERVICE", None)  # each job gets its own W&B service, as on a cluster
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "experiment=baseline_demo",
+                          f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", "data.batch_size=4",
+                          "launcher.cpus_per_task=1", "launcher.mem_gb=4", *overrides],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split("submitted job ")[1].split(":")[0], env
+
+
 def test_a_job_runs_the_project_python(local_slurm, tmp_path):
     log = tmp_path / "job-%j.out"
     job = sbatch(["-o", str(log), "--wrap",
@@ -64,15 +77,9 @@ def test_dry_run_renders_resources_requeue_and_one_task_per_device():
 
 
 def test_submitted_training_job_completes_with_checkpoint_and_logs(local_slurm, tiny_corpus, tmp_path):
-    env = dict(local_slurm, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("WANDB_SERVICE", None)
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "experiment=baseline_demo",
-                          f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", "data.batch_size=4",
-                          "trainer.max_steps=30", "trainer.check_val_every_n_epoch=1",
-                          "callbacks.last_checkpoint.every_n_train_steps=10", "launcher.cpus_per_task=1",
-                          "launcher.mem_gb=4"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    job = out.stdout.split("submitted job ")[1].split(":")[0]
+    job, env = submit_baseline(local_slurm, tiny_corpus, tmp_path, "trainer.max_steps=30",
+                               "trainer.check_val_every_n_epoch=1",
+                               "callbacks.last_checkpoint.every_n_train_steps=10")
     state = wait_for(job, env, timeout=400)
     log = tmp_path / "outputs" / "slurm" / f"baseline_demo-{job}.out"
     assert state == "COMPLETED", log.read_text()[-3000:]
@@ -86,15 +93,9 @@ def test_submitted_training_job_completes_with_checkpoint_and_logs(local_slurm, 
 
 @pytest.mark.slow
 def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, tmp_path):
-    env = dict(local_slurm, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("WANDB_SERVICE", None)
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "experiment=baseline_demo",
-                          f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", "data.batch_size=4",
-                          "trainer.max_steps=600", "trainer.check_val_every_n_epoch=10", "test=false",
-                          "callbacks.last_checkpoint.every_n_train_steps=20", "launcher.cpus_per_task=1",
-                          "launcher.mem_gb=4"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    job = out.stdout.split("submitted job ")[1].split(":")[0]
+    job, env = submit_baseline(local_slurm, tiny_corpus, tmp_path, "trainer.max_steps=600",
+                               "trainer.check_val_every_n_epoch=10", "test=false",
+                               "callbacks.last_checkpoint.every_n_train_steps=20")
     run_dir = tmp_path / "outputs" / "baseline_demo" / f"slurm-{job}"
     log = tmp_path / "outputs" / "slurm" / f"baseline_demo-{job}.out"
     deadline = time.time() + 300
@@ -122,15 +123,8 @@ def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, 
 
 @pytest.mark.slow
 def test_two_task_ddp_job_sees_both_ranks(local_slurm, tiny_corpus, tmp_path):
-    env = dict(local_slurm, DTL_OUTPUT_ROOT=str(tmp_path / "outputs"), DTL_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("WANDB_SERVICE", None)
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "experiment=baseline_demo",
-                          f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", "data.batch_size=4",
-                          "trainer.max_steps=20", "trainer.check_val_every_n_epoch=1", "launcher.cpu_tasks_per_node=2",
-                          "launcher.cpus_per_task=1", "launcher.mem_gb=4"],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    job = out.stdout.split("submitted job ")[1].split(":")[0]
+    job, env = submit_baseline(local_slurm, tiny_corpus, tmp_path, "trainer.max_steps=20",
+                               "trainer.check_val_every_n_epoch=1", "launcher.cpu_tasks_per_node=2")
     state = wait_for(job, env, timeout=400)
     text = (tmp_path / "outputs" / "slurm" / f"baseline_demo-{job}.out").read_text()
     assert state == "COMPLETED", text[-3000:]
