@@ -33,3 +33,28 @@ class MouthError(Metric):
 
     def compute(self) -> torch.Tensor:
         return (self.abs_error / self.count.clamp(min=1)).float()
+
+
+class EmotionAccuracy(Metric):
+    """Share of sequences a frozen emotion classifier assigns to the asked emotion, and its mean confidence."""
+
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, classifier: torch.nn.Module, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("confidence", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, blendshapes: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> None:
+        with torch.no_grad():
+            probabilities = self.classifier(blendshapes, mask).softmax(-1)
+        self.correct += (probabilities.argmax(-1) == target).sum()
+        self.confidence += probabilities.gather(1, target[:, None]).double().sum()
+        self.total += target.numel()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        total = self.total.clamp(min=1)
+        return {"accuracy": self.correct.float() / total, "confidence": (self.confidence / total).float()}

@@ -51,3 +51,17 @@ def local_slurm(tmp_path_factory) -> dict[str, str]:
     env = dict(os.environ, SLURM_CONF=str(state / "slurm.conf"))
     yield env
     subprocess.run([str(REPO / "slurm" / "local" / "stop.sh"), str(state)], timeout=60)
+
+
+@pytest.fixture(scope="session")
+def trained_emotion_classifier(demo_corpus, tmp_path_factory) -> dict:
+    """The blendshape emotion classifier trained through the spine on the demo corpus (a few hundred steps)."""
+    from experiments.train import train
+    from training_helpers import compose_train
+
+    out = tmp_path_factory.mktemp("emotion_classifier")
+    cfg = compose_train(["experiment=emotion_classifier_demo", "run_id=judge", f"paths.output_root={out}",
+                         f"data.corpus_dir={demo_corpus}", f"paths.cache_dir={out}/cache", "trainer.accelerator=cpu"])
+    metrics = train(cfg)
+    return {"cfg": cfg, "metrics": metrics,
+            "checkpoint": out / "emotion_classifier_demo" / "judge" / "checkpoints" / "best.ckpt"}

@@ -135,3 +135,34 @@ def test_generate_rejects_bad_audio_and_emotions_naming_the_file(trained, tmp_pa
 
     with pytest.raises(ValueError, match="neutral.*levels \\[1\\]"):
         emotion_condition("neutral", 3)
+
+
+@pytest.mark.slow
+def test_samples_show_the_asked_emotion_with_guidance(trained, trained_emotion_classifier):
+    """Held-out audio asked for each emotion (label + a reference clip of that emotion, other sentence): the
+    frozen classifier must recognise the asked emotion in >= 70 % of the samples."""
+    from datamodules.mead import EMOTIONS
+    from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
+    from metrics.blendshape import EmotionAccuracy
+
+    model, datamodule = trained["model"], trained["datamodule"]
+    metric = EmotionAccuracy(BlendshapeEmotionClassifier.load_frozen(trained_emotion_classifier["checkpoint"]))
+    test = datamodule.datasets["test"]
+    batch = next(iter(datamodule.test_dataloader()))
+    b, style_frames = batch["audio"].shape[0], batch["style"].shape[1]
+    for emotion, name in enumerate(EMOTIONS):
+        level = 1 if name == "neutral" else 3
+        reference = next(c for c in test.clips if c.emotion == name and c.level == level and c.sentence == "010")
+        style = torch.zeros(b, style_frames, 52)
+        n = min(len(reference.blendshapes), style_frames)
+        style[:, :n] = torch.from_numpy(reference.blendshapes[:n])
+        style_mask = torch.zeros(b, style_frames, dtype=torch.bool)
+        style_mask[:, :n] = True
+        asked = dict(batch, emotion=torch.full((b,), emotion), level=torch.full((b,), level), style=style,
+                     style_mask=style_mask)
+        samples = model.generate(asked, steps=10, guidance_scale=3.0, generator=torch.Generator().manual_seed(emotion))
+        metric.update(samples, batch["mask"], asked["emotion"])
+    result = metric.compute()
+    print(f"asked emotion recognised in {float(result['accuracy']):.3f} of {8 * b} samples "
+          f"(mean confidence {float(result['confidence']):.3f})")
+    assert result["accuracy"] >= 0.7
