@@ -175,22 +175,22 @@ def build_demo_corpus(root: str | os.PathLike, *, speakers: int = 6, sentences: 
     jobs = [ClipJob(str(root), ClipKey(s, e, level, f"{i + 1:03d}"), text, seed, float(fps), sample_rate)
             for s in settings["speakers"] for e in EMOTIONS for level in levels_of(e)
             for i, text in enumerate(texts)]
-    todo = [j for j in jobs if overwrite or not (j.key.audio_path(root).exists() and j.key.track_path(root).exists())]
-    if todo:
+    missing = [j for j in jobs if overwrite or not (j.key.audio_path(root).exists() and j.key.track_path(root).exists())]
+    if missing:
         workers = os.cpu_count() or 1 if workers is None else workers
-        bar = tqdm(total=len(todo), desc="demo corpus (synthetic)", unit="clip", disable=not progress)
+        bar = tqdm(total=len(missing), desc="demo corpus (synthetic)", unit="clip", disable=not progress)
         if workers <= 1:
-            for job in todo:
+            for job in missing:
                 make_clip(job)
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                for _ in pool.map(make_clip, todo, chunksize=16):
+                for _ in pool.map(make_clip, missing, chunksize=16):
                     bar.update()
         bar.close()
     atomic_write_text(info_path, json.dumps(settings, indent=2) + "\n")
     atomic_write_text(root / "README.txt", DESCRIPTION + "\nBuilt by `dtl data demo`; "
                       f"{len(jobs)} clips, seed {seed}.\n")
-    log.info("demo corpus (SYNTHETIC): %d clips in %s (%d built now)", len(jobs), root, len(todo))
+    log.info("demo corpus (SYNTHETIC): %d clips in %s (%d built now)", len(jobs), root, len(missing))
     return root
