@@ -16,16 +16,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The most complete pipeline that exists, at demo scale: build the SYNTHETIC demo corpus, train and test the
-# baseline and EmoDiff on held-out speakers, generate Live Link Face CSVs from held-out audio.
+# The most complete pipeline that exists, at demo scale: build the SYNTHETIC demo corpus; train and test the
+# baseline, EmoDiff, the blendshape emotion classifier (the judge) and lip refinement of EmoDiff's samples on
+# held-out speakers; generate lip-refined Live Link Face CSVs from held-out audio; print the comparison.
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: install
 	$(DTL) data demo --root data/demo
 	$(DTL) train experiment=baseline_demo run_id=demo
 	$(DTL) train experiment=emodiff_demo run_id=demo
-	$(DTL) generate blendshapes --checkpoint outputs/emodiff_demo/demo --audio $(DEMO_AUDIO) \
-		--emotion happy --level 3 --fps 30 --out outputs/demo_generated
-	$(PY) -m experiments.summary outputs/baseline_demo/demo outputs/emodiff_demo/demo
+	$(DTL) train experiment=emotion_classifier_demo run_id=demo
+	$(DTL) train experiment=lip_refiner_demo run_id=demo model.emodiff_run=outputs/emodiff_demo/demo \
+		model.emotion_classifier=outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt
+	$(DTL) generate blendshapes --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
+		--audio $(DEMO_AUDIO) --emotion happy --level 3 --fps 30 --out outputs/demo_generated
+	$(PY) -m experiments.summary outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -38,4 +42,4 @@ bench: install
 	$(PY) benchmarks/bench_demo_corpus.py
 
 clean-demo:
-	rm -rf data/demo outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/demo_generated
+	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated

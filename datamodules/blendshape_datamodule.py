@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip
 from datamodules.corpus import load_track, scan_corpus
 from datamodules.feature_cache import FeatureCache, precompute_features
-from datamodules.features import FeatureConfig, FeatureStats
+from datamodules.features import FeatureConfig, FeatureStats, frame_loudness_db
 from datamodules.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class BlendshapeDataModule(L.LightningDataModule):
             if abs(track_fps - self.hparams.fps) > 1e-6:
                 track = resample_track(track, track_fps, self.hparams.fps)
             audio = cache.get(r.audio_path, self.hparams.fps, num_frames=len(track))
-            clips.append(Clip(r.clip_id, r.speaker, r.emotion, r.level, r.sentence, audio, track))
+            clips.append(Clip(r.clip_id, r.speaker, r.emotion, r.level, r.sentence, audio, track,
+                              loudness=frame_loudness_db(audio, self.features)))
         return clips
 
     def setup(self, stage: str | None = None) -> None:

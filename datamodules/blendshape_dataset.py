@@ -24,11 +24,17 @@ class Clip:
     sentence: str
     audio: np.ndarray
     blendshapes: np.ndarray
+    loudness: np.ndarray | None = None
+    """(T,) mean log-mel level in dB per frame, the reference signal of audio-mouth sync."""
 
     def __post_init__(self) -> None:
         if len(self.audio) != len(self.blendshapes):
             raise ValueError(f"{self.clip_id}: {len(self.audio)} audio frames but {len(self.blendshapes)} "
                              "blendshape frames")
+        if self.loudness is None:
+            self.loudness = np.zeros(len(self.audio), np.float32)
+        elif len(self.loudness) != len(self.audio):
+            raise ValueError(f"{self.clip_id}: {len(self.loudness)} loudness frames but {len(self.audio)} audio frames")
 
 
 def _stable_hash(text: str) -> int:
@@ -92,6 +98,7 @@ class BlendshapeWindowDataset(Dataset):
             start = self._pick(max(frames - self.window, 0) + 1, clip.clip_id)
         audio, mask = _window(clip.audio, start, self.window)
         blendshapes, _ = _window(clip.blendshapes, start, self.window)
+        loudness, _ = _window(clip.loudness, start, self.window)
 
         candidates = self.style_candidates[clip_index]
         style_clip = self.clips[candidates[self._pick(len(candidates), clip.clip_id + "/style")]]
@@ -103,6 +110,7 @@ class BlendshapeWindowDataset(Dataset):
             "audio": torch.from_numpy(audio),
             "blendshapes": torch.from_numpy(blendshapes),
             "mask": torch.from_numpy(mask),
+            "loudness": torch.from_numpy(loudness),
             "init": torch.from_numpy(clip.blendshapes[start].copy()),
             "style": torch.from_numpy(style),
             "style_mask": torch.from_numpy(style_mask),

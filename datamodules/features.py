@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import librosa
 import numpy as np
+import scipy.fft
 
 __all__ = ["FEATURE_KINDS", "FEATURE_VERSION", "LOG_MEL_FLOOR", "FeatureConfig", "FeatureStats", "compute_features",
            "feature_frames", "fit_frames", "natural_num_frames", "sub_frame_times"]
@@ -130,6 +131,21 @@ def compute_features(wave: np.ndarray, fps: float, cfg: FeatureConfig, num_frame
     sampled = frames[:, left] * (1.0 - weight) + frames[:, right] * weight  # (C, rows * sub_frames)
     features = np.ascontiguousarray(sampled.T.reshape(rows, cfg.dim), dtype=np.float32)
     return features if num_frames is None else fit_frames(features, num_frames)
+
+
+def frame_loudness_db(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """(T,) loudness per blendshape frame from raw features: 10*log10 of the mean mel power over bands and sub-frames.
+
+    MFCC-only features give the log-mel back through the orthonormal inverse DCT (exact when n_mfcc == n_mels,
+    a spectral envelope otherwise).
+    """
+    rows = np.asarray(features, dtype=np.float64).reshape(len(features), cfg.sub_frames, cfg.channels)
+    if "logmel" in cfg.kind:
+        log_mel = rows[:, :, : cfg.n_mels]
+    else:
+        log_mel = scipy.fft.idct(rows[:, :, : cfg.n_mfcc], type=2, n=cfg.n_mels, norm="ortho", axis=-1)
+    power = np.power(10.0, log_mel / 10.0).mean(axis=(1, 2))
+    return (10.0 * np.log10(np.maximum(power, LOG_MEL_FLOOR))).astype(np.float32)
 
 
 def fit_frames(features: np.ndarray, num_frames: int | None) -> np.ndarray:

@@ -29,8 +29,8 @@ def emotion_condition(emotion: str, level: int) -> tuple[int, int]:
 
 def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, level: int, *,
                          style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
-                         seed: int = 0) -> np.ndarray:
-    """(T, 52) blendshapes at the model's frame rate for one audio file."""
+                         seed: int = 0, refiner: TrainedModel | None = None) -> np.ndarray:
+    """(T, 52) blendshapes at the model's frame rate for one audio file; lip-refined when a refiner is given."""
     emotion_index, level = emotion_condition(emotion, level)
     wave = load_audio(audio_path, trained.features.sample_rate)
     check_not_silent(wave, audio_path)
@@ -53,11 +53,20 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, 
              "emotion": torch.tensor([emotion_index]), "level": torch.tensor([level]), "init": init}
     batch = {k: v.to(device) for k, v in batch.items()}
     generator = torch.Generator(device=device).manual_seed(seed)
-    return model.generate(batch, steps=steps, guidance_scale=guidance, generator=generator)[0].cpu().numpy()
+    track = model.generate(batch, steps=steps, guidance_scale=guidance, generator=generator)
+    if refiner is not None:
+        if refiner.features != trained.features or not np.allclose(refiner.audio_mean, trained.audio_mean, atol=1e-4):
+            raise ValueError(f"{refiner.checkpoint}: the lip refiner was trained on other audio features than "
+                             f"{trained.checkpoint}")
+        with torch.no_grad():
+            track = refiner.model.refine(track, batch["audio"], torch.ones(track.shape[:2], dtype=torch.bool,
+                                                                             device=device))
+    return track[0].cpu().numpy()
 
 
 def cmd_blendshapes(ns: argparse.Namespace) -> int:
     trained = load_trained_model(ns.checkpoint, ns.device)
+    refiner = load_trained_model(ns.refiner, ns.device) if ns.refiner else None
     audio_files = [Path(a) for a in ns.audio]
     if ns.audio_list:
         audio_files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
@@ -67,7 +76,7 @@ def cmd_blendshapes(ns: argparse.Namespace) -> int:
         try:
             track = generate_blendshapes(trained, audio_path, ns.emotion, ns.level,
                                          style_path=Path(ns.style) if ns.style else None, steps=ns.steps,
-                                         guidance=ns.guidance, seed=ns.seed)
+                                         guidance=ns.guidance, seed=ns.seed, refiner=refiner)
         except ValueError as e:  # bad input for this file: report and go on with the others
             print(f"dtl generate: {e}", file=sys.stderr)
             failures += 1
@@ -85,6 +94,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     bs = sub.add_parser("blendshapes", help="ARKit Live Link Face CSV for MetaHuman, Unreal or Blender")
     bs.add_argument("--checkpoint", required=True, help="an EmoDiff run directory or checkpoint")
+    bs.add_argument("--refiner", help="a lip-refinement run directory or checkpoint applied to EmoDiff's output")
     bs.add_argument("--audio", nargs="*", default=[], help="audio files (wav, flac, m4a, mp3)")
     bs.add_argument("--audio-list", help="a text file with one audio path a line")
     bs.add_argument("--emotion", required=True, choices=EMOTIONS)

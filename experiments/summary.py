@@ -22,12 +22,16 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
 
 def main(run_dirs: list[str]) -> int:
     runs = {d: final_metrics(Path(d)) for d in run_dirs}
-    keys = sorted({k for m in runs.values() for k in m if k.startswith(("test/", "val/"))})
-    width = max(len(d) for d in runs)
-    print(f"{'run':<{width}}  " + "  ".join(f"{k:>18}" for k in keys))
-    for d, m in runs.items():
-        print(f"{d:<{width}}  " + "  ".join(f"{m[k]:>18.4f}" if k in m else f"{'-':>18}" for k in keys))
-    print("(demo corpus: SYNTHETIC; test = held-out speakers; mouth_error = mean |error| of the 27 jaw/mouth coefficients)")
+    keys = sorted({k for m in runs.values() for k in m if k.startswith("test/") and k != "test/loss"})
+    names = [Path(d).parent.name for d in runs]  # the experiment of each run directory
+    width, column = max(len(k) for k in keys), max(12, *(len(n) for n in names))
+    print(f"{'metric':<{width}}  " + "  ".join(f"{n:>{column}}" for n in names))
+    for k in keys:
+        print(f"{k:<{width}}  " + "  ".join(f"{m[k]:>{column}.4f}" if k in m else f"{'-':>{column}}"
+                                           for m in runs.values()))
+    print("(demo corpus: SYNTHETIC; test = held-out speakers; mouth_error = mean |error| of the 27 jaw/mouth "
+          "coefficients; sync = Pearson r of jawOpen with loudness at the best lag within +-5 frames; "
+          "upper_face_dd = upper-face dynamics deviation; test/source/* = the EmoDiff samples the lip refiner refined)")
     return 0
 
 

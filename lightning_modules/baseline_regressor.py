@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
+from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.losses import masked_weighted_mse
-from metrics.blendshape import MouthError
 
 
 def velocity(x: torch.Tensor) -> torch.Tensor:
@@ -30,8 +30,8 @@ class BaselineRegressor(L.LightningModule):
         weights = torch.ones(NUM_BLENDSHAPES)
         weights[MOUTH_INDICES] = mouth_weight
         self.register_buffer("coefficient_weights", weights, persistent=False)
-        self.val_mouth_error = MouthError()
-        self.test_mouth_error = MouthError()
+        self.val_metrics = BlendshapeEvaluation("val")
+        self.test_metrics = BlendshapeEvaluation("test")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(batch["audio"], batch["emotion"], batch["level"], batch["init"])
@@ -49,19 +49,22 @@ class BaselineRegressor(L.LightningModule):
                       batch_size=batch["audio"].shape[0])
         return losses["loss"]
 
-    def _evaluate(self, batch: dict[str, Any], stage: str, metric: MouthError) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str, metrics: BlendshapeEvaluation) -> None:
         pred = self(batch)
-        losses = self.loss(pred, batch)
-        metric.update(pred, batch["blendshapes"], batch["mask"])
-        bs = batch["audio"].shape[0]
-        self.log(f"{stage}/loss", losses["loss"], batch_size=bs, sync_dist=True)
-        self.log(f"{stage}/mouth_error", metric, batch_size=bs, prog_bar=True)
+        metrics.update(pred, batch)
+        self.log(f"{stage}/loss", self.loss(pred, batch)["loss"], batch_size=batch["audio"].shape[0], sync_dist=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_mouth_error)
+        self._evaluate(batch, "val", self.val_metrics)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_mouth_error)
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_metrics.log_epoch(self)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics.log_epoch(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())

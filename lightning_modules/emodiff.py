@@ -13,8 +13,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
 from lightning_modules.diffusion import (cfg_denoise, ddim_sample, ddpm_sample, make_schedule, predicted_x0,
                                          prediction_target, q_sample)
+from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.losses import masked_weighted_mse
-from metrics.blendshape import MouthError
 
 CONDITION_KEYS = ("audio", "style", "style_mask", "emotion", "level", "init")
 
@@ -46,8 +46,8 @@ class EmoDiff(L.LightningModule):
         self.register_buffer("coefficient_weights", weights, persistent=False)
         self.register_buffer("bs_mean", torch.zeros(NUM_BLENDSHAPES))
         self.register_buffer("bs_std", torch.ones(NUM_BLENDSHAPES))
-        self.val_mouth_error = MouthError()
-        self.test_mouth_error = MouthError()
+        self.val_metrics = BlendshapeEvaluation("val")
+        self.test_metrics = BlendshapeEvaluation("test")
 
     # --- data space ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -176,20 +176,25 @@ class EmoDiff(L.LightningModule):
         return self.generate(batch)
 
     # --- evaluation ----------------------------------------------------------------------------------------
-    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str, metric: MouthError) -> None:
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str, metrics: BlendshapeEvaluation) -> None:
         b = batch["audio"].shape[0]
         self.log(f"{stage}/loss", self.diffusion_loss(batch)["loss"], batch_size=b, sync_dist=True)
         if stage == "val" and batch_idx >= self.hparams.val_sample_batches:
             return
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        metric.update(self.generate(batch, generator=generator), batch["blendshapes"], batch["mask"])
-        self.log(f"{stage}/mouth_error", metric, batch_size=b, prog_bar=True)
+        metrics.update(self.generate(batch, generator=generator), batch)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val", self.val_mouth_error)
+        self._evaluate(batch, batch_idx, "val", self.val_metrics)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test", self.test_mouth_error)
+        self._evaluate(batch, batch_idx, "test", self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_metrics.log_epoch(self)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics.log_epoch(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.denoiser.parameters())

@@ -65,3 +65,27 @@ def trained_emotion_classifier(demo_corpus, tmp_path_factory) -> dict:
     metrics = train(cfg)
     return {"cfg": cfg, "metrics": metrics,
             "checkpoint": out / "emotion_classifier_demo" / "judge" / "checkpoints" / "best.ckpt"}
+
+
+@pytest.fixture(scope="session")
+def trained_emodiff(demo_corpus, tmp_path_factory) -> dict:
+    """EmoDiff trained briefly (300 steps) through the spine; its config, metrics, model (EMA) and datamodule."""
+    import hydra
+
+    from experiments.train import train
+    from lightning_modules.emodiff import EmoDiff
+    from training_helpers import compose_train
+
+    out = tmp_path_factory.mktemp("emodiff")
+    cfg = compose_train(["experiment=emodiff_demo", "run_id=learn", f"paths.output_root={out}",
+                         f"data.corpus_dir={demo_corpus}", f"paths.cache_dir={out}/cache",
+                         "trainer.max_steps=300", "trainer.check_val_every_n_epoch=10",
+                         "trainer.accelerator=cpu"])
+    metrics = train(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    model = EmoDiff.load_from_checkpoint(out / "emodiff_demo" / "learn" / "checkpoints" / "best.ckpt",
+                                         denoiser=hydra.utils.instantiate(cfg.model.denoiser),
+                                         optimizer=None, weights_only=True)
+    return {"cfg": cfg, "metrics": metrics, "datamodule": datamodule, "model": model.eval(),
+            "run_dir": out / "emodiff_demo" / "learn"}

@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.train import CONFIG_DIR
-from metrics.blendshape import MouthError
+from metrics.blendshape import AudioMouthSync, MouthError
 
 
 def compose_train(overrides: list[str]):
@@ -15,12 +15,18 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides, return_hydra_config=False)
 
 
-def mean_pose_mouth_error(datamodule, split: str = "test") -> float:
-    """The mean-pose predictor: the training split's average frame, scored like a model on `split`."""
+def mean_pose_scores(datamodule, split: str = "test") -> dict[str, float]:
+    """The mean-pose predictor (the training split's average frame) scored like a model on `split`."""
     train_frames = np.concatenate([c.blendshapes for c in datamodule.datasets["train"].clips])
     mean_pose = torch.from_numpy(train_frames.mean(0))
-    metric = MouthError()
+    error, sync = MouthError(), AudioMouthSync()
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     for batch in loader:
-        metric.update(mean_pose.expand_as(batch["blendshapes"]), batch["blendshapes"], batch["mask"])
-    return float(metric.compute())
+        pred = mean_pose.expand_as(batch["blendshapes"])
+        error.update(pred, batch["blendshapes"], batch["mask"])
+        sync.update(pred, batch["loudness"], batch["mask"])
+    return {"mouth_error": float(error.compute()), "sync": float(sync.compute()["sync"])}
+
+
+def mean_pose_mouth_error(datamodule, split: str = "test") -> float:
+    return mean_pose_scores(datamodule, split)["mouth_error"]

@@ -1,0 +1,179 @@
+"""Lip refinement: recalibrates the jaw/mouth coefficients of an emotional blendshape sequence to the audio."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datamodules.arkit import MOUTH_INDICES
+from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
+from lightning_modules.mouth_perturbation import perturb_mouth
+from metrics.blendshape import EmotionAccuracy
+
+SOURCES = ("perturbed", "emodiff", "mixed")
+
+
+class LipRefiner(L.LightningModule):
+    """Learns to map a sequence with a wrong mouth (perturbed ground truth, or EmoDiff samples) to the true mouth.
+
+    Losses: mouth accuracy (MSE of the 27 coefficients, standardised), smoothness (their frame-to-frame velocity
+    against the truth's), and emotion preservation: the frozen blendshape emotion classifier must give the refined
+    sequence the distribution it gives the input (KL), so the refiner fixes the lips without changing the emotion.
+    The frozen EmoDiff and classifier are helpers, not part of this module's weights or checkpoints.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: partial | None = None, scheduler: partial | None = None, *,
+                 source: str = "mixed", emodiff_run: str | None = None, emodiff_prob: float = 0.3,
+                 emodiff_steps: int = 5, emotion_classifier: str | None = None, mouth_weight: float = 1.0,
+                 smooth_weight: float = 0.5, emotion_weight: float = 0.1, val_sample_batches: int = 4) -> None:
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if source != "perturbed" and not emodiff_run:
+            raise ValueError(f"source={source!r} needs emodiff_run (an EmoDiff run directory or checkpoint)")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.register_buffer("bs_mean", torch.zeros(52))
+        self.register_buffer("bs_std", torch.ones(52))
+        self.register_buffer("mouth_index", torch.tensor(MOUTH_INDICES), persistent=False)
+        self._frozen: dict[str, nn.Module] = {}  # EmoDiff and the emotion judge, kept out of the state dict
+        self.metrics = nn.ModuleDict({f"{stage}{part}": BlendshapeEvaluation(f"{stage}{part}")
+                                      for stage in ("val", "test") for part in ("", "/source")})
+        self.emotion_metrics = nn.ModuleDict({f"{stage}{part}": EmotionAccuracy()
+                                              for stage in ("val", "test") for part in ("", "/source")})
+
+    # --- frozen helpers and data space --------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and getattr(datamodule, "blendshape_mean", None) is not None:
+            self.bs_mean.copy_(torch.as_tensor(datamodule.blendshape_mean))
+            self.bs_std.copy_(torch.as_tensor(datamodule.blendshape_std))
+        if self.hparams.emodiff_run and "emodiff" not in self._frozen:
+            self._frozen["emodiff"] = self._load_emodiff(datamodule)
+        if self.hparams.emotion_classifier and "judge" not in self._frozen:
+            from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
+
+            self._frozen["judge"] = BlendshapeEmotionClassifier.load_frozen(self.hparams.emotion_classifier)
+
+    def _load_emodiff(self, datamodule: Any) -> nn.Module:
+        from experiments.trained_model import load_trained_model
+
+        trained = load_trained_model(self.hparams.emodiff_run)
+        if datamodule is not None and getattr(datamodule, "audio_mean", None) is not None:
+            if not torch.allclose(torch.as_tensor(datamodule.audio_mean), torch.as_tensor(trained.audio_mean), atol=1e-4):
+                raise ValueError(f"{trained.checkpoint}: EmoDiff was trained with other audio statistics than this "
+                                 "corpus gives (another corpus, split or feature setting?)")
+        return trained.model.requires_grad_(False)
+
+    def frozen(self, name: str) -> nn.Module | None:
+        model = self._frozen.get(name)
+        return None if model is None else model.to(self.device).eval()
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.bs_mean) / self.bs_std
+
+    # --- refinement -----------------------------------------------------------------------------------------
+    def refine(self, source: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """source (B, T, 52) in [0, 1] -> the same sequence with its 27 jaw/mouth coefficients refined."""
+        z = self.normalize(source)
+        delta = self.net(audio, z, mask)
+        mouth = z.index_select(-1, self.mouth_index) + delta
+        mouth = mouth * self.bs_std[self.mouth_index] + self.bs_mean[self.mouth_index]
+        return source.index_copy(-1, self.mouth_index, mouth.clamp(0.0, 1.0))
+
+    def forward(self, source: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.refine(source, audio, mask)
+
+    @torch.no_grad()
+    def emodiff_source(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
+        return self.frozen("emodiff").generate(batch, steps=self.hparams.emodiff_steps, generator=generator)
+
+    def make_source(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """The sequence to refine: ground truth with a corrupted mouth, EmoDiff samples, or a per-batch mix."""
+        use_emodiff = {"perturbed": False, "emodiff": True}.get(self.hparams.source)
+        if use_emodiff is None:
+            use_emodiff = bool(torch.rand((), generator=generator, device=self.device) < self.hparams.emodiff_prob)
+        if use_emodiff:
+            return self.emodiff_source(batch, generator)
+        return perturb_mouth(batch["blendshapes"], batch["mask"], generator)
+
+    # --- training -------------------------------------------------------------------------------------------
+    def losses(self, source: torch.Tensor, refined: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict:
+        mask = batch["mask"]
+        pred = self.normalize(refined).index_select(-1, self.mouth_index)
+        target = self.normalize(batch["blendshapes"]).index_select(-1, self.mouth_index)
+        m = mask[..., None].to(pred.dtype)
+        mouth = ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp(min=1)
+        pairs = (mask[:, 1:] & mask[:, :-1])[..., None].to(pred.dtype)
+        velocity = ((pred.diff(dim=1) - target.diff(dim=1)) ** 2 * pairs).sum() / (pairs.sum() * pred.shape[-1]).clamp(min=1)
+        losses = {"mouth": mouth, "smooth": velocity}
+        judge = self.frozen("judge")
+        total = self.hparams.mouth_weight * mouth + self.hparams.smooth_weight * velocity
+        if judge is not None and self.hparams.emotion_weight > 0:
+            with torch.no_grad():
+                kept = judge(source, mask).log_softmax(-1)
+            now = judge(refined, mask).log_softmax(-1)
+            losses["emotion"] = F.kl_div(now, kept, log_target=True, reduction="batchmean")
+            total = total + self.hparams.emotion_weight * losses["emotion"]
+        losses["loss"] = total
+        return losses
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        source = self.make_source(batch)
+        losses = self.losses(source, self.refine(source, batch["audio"], batch["mask"]), batch)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch["audio"].shape[0])
+        return losses["loss"]
+
+    # --- evaluation -----------------------------------------------------------------------------------------
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        if stage == "val" and batch_idx >= self.hparams.val_sample_batches:
+            return
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        source = (self.emodiff_source(batch, generator) if self.hparams.emodiff_run
+                  else perturb_mouth(batch["blendshapes"], batch["mask"], generator))
+        refined = self.refine(source, batch["audio"], batch["mask"])
+        self.log(f"{stage}/loss", self.losses(source, refined, batch)["loss"], batch_size=batch["audio"].shape[0],
+                 sync_dist=True)
+        judge = self.frozen("judge")
+        for part, sequence in (("", refined), ("/source", source)):
+            self.metrics[f"{stage}{part}"].update(sequence, batch)
+            if judge is not None:
+                probabilities = judge(sequence, batch["mask"]).softmax(-1)
+                self.emotion_metrics[f"{stage}{part}"].update_probabilities(probabilities, batch["emotion"])
+
+    def _log_epoch(self, stage: str) -> None:
+        for part in ("", "/source"):
+            self.metrics[f"{stage}{part}"].log_epoch(self)
+            emotion = self.emotion_metrics[f"{stage}{part}"]
+            if emotion.update_called:
+                result = emotion.compute()
+                self.log_dict({f"{stage}{part}/emotion_accuracy": result["accuracy"],
+                               f"{stage}{part}/emotion_confidence": result["confidence"]})
+                emotion.reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.optimizer_factory is None:
+            raise ValueError("LipRefiner was built without an optimizer: it cannot be trained")
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
