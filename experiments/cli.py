@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "submit": "submit a training job to Slurm: dtl submit [--dry-run] experiment=NAME launcher.gpus_per_node=N",
     "data": "corpus tools: demo, scan, features",
     "weights": "check the pretrained weights the metrics need: dtl weights check",
+    "export": "DeepSpeed ZeRO checkpoint -> one fp32 file: dtl export RUN_DIR_OR_CKPT [--out FILE]",
 }
 NOT_YET_BUILT = {"eval", "sweep", "compare"}
 
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.weights_cli import main as weights_main
 
         return weights_main(rest)
+    if ns.command == "export":
+        from experiments.export import main as export_main
+
+        return export_main(rest)
     if ns.command in NOT_YET_BUILT:
         print(f"dtl {ns.command}: not yet built — {SUBCOMMANDS[ns.command]}", file=sys.stderr)
         return 2

@@ -39,7 +39,12 @@ def resolve_run_id(explicit: str | None = None) -> str:
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    """A torch checkpoint is a zip archive; a truncated one has no readable central directory."""
+    """A torch checkpoint is a zip archive (a truncated one has no readable central directory); DeepSpeed's is a
+    directory whose `latest` names a folder of model and optimizer states."""
+    if path.is_dir():
+        from experiments.export import is_zero_checkpoint
+
+        return is_zero_checkpoint(path)
     try:
         with zipfile.ZipFile(path) as archive:
             return len(archive.namelist()) > 0
@@ -47,11 +52,16 @@ def is_complete_checkpoint(path: Path) -> bool:
         return False
 
 
+def saved_at(path: Path) -> int:
+    """DeepSpeed rewrites `latest` at the end of every save; a file checkpoint is its own stamp."""
+    return (path / "latest").stat().st_mtime_ns if path.is_dir() else path.stat().st_mtime_ns
+
+
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint in the run directory: checkpoints/*.ckpt or a requeue's hpc_ckpt_*.ckpt."""
     candidates = [p for p in list((run_dir / "checkpoints").glob("*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
-                  if p.is_file()]
-    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+                  if p.is_file() or (p / "latest").is_file()]
+    for path in sorted(candidates, key=saved_at, reverse=True):
         if is_complete_checkpoint(path):
             return path
         log.warning("ignoring incomplete checkpoint %s", path)
@@ -110,7 +120,7 @@ def prepare_run(cfg: DictConfig) -> RunState:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("ckpt_path"):
         resume = Path(cfg.ckpt_path)
-        if not resume.is_file():
+        if not (resume.is_file() or is_complete_checkpoint(resume)):
             raise FileNotFoundError(f"ckpt_path={resume}: no such checkpoint")
     else:
         resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None

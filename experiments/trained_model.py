@@ -30,10 +30,15 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     if path.is_dir():
         run_dir = path
-        candidates = [run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "last.ckpt"]
-        checkpoint = next((c for c in candidates if c.is_file()), None)
+        names = ["best.ckpt", "last.ckpt", "best.fp32.ckpt", "last.fp32.ckpt"]  # fp32: `dtl export` of ZeRO runs
+        checkpoint = next((run_dir / "checkpoints" / n for n in names if (run_dir / "checkpoints" / n).is_file()), None)
         if checkpoint is None:
+            if any((run_dir / "checkpoints" / n).is_dir() for n in names[:2]):
+                raise FileNotFoundError(f"{run_dir}: its checkpoints are DeepSpeed ZeRO directories; convert one "
+                                        f"first: dtl export {run_dir}")
             raise FileNotFoundError(f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt")
+    elif path.is_dir() and (path / "latest").is_file():
+        raise FileNotFoundError(f"{path}: a DeepSpeed ZeRO checkpoint directory; convert it first: dtl export {path}")
     elif path.is_file():
         checkpoint, run_dir = path, path.parent.parent
     else:

@@ -119,6 +119,14 @@ class EmoDiff(L.LightningModule):
         return losses["loss"]
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if getattr(self.trainer.strategy, "zero_stage_3", False):
+            # ZeRO-3 keeps only a shard of large parameters between steps: gather them, or the EMA sees nothing.
+            import deepspeed
+
+            params = [*self.ema.parameters(), *self.denoiser.parameters()]
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+                self.ema.update_parameters(self.denoiser)
+            return
         self.ema.update_parameters(self.denoiser)
 
     # --- sampling ------------------------------------------------------------------------------------------
