@@ -11,13 +11,14 @@ SUBCOMMANDS = {
     "eval": "evaluate generated videos or a checkpoint (not yet built: evaluation issue)",
     "generate": "generate from audio: dtl generate blendshapes (ARKit CSV); video comes with the renderer",
     "sweep": "run an ablation or hyperparameter sweep (not yet built: cluster issue)",
-    "compare": "compare runs and sweeps in a table and report (not yet built: cluster issue)",
+    "compare": "compare runs: dtl compare RUN_DIR|FOLDER... [--group NAME [--wandb-dir DIR]] [--metric M] "
+               "[--baseline V] [--out DIR]",
     "submit": "submit a training job to Slurm: dtl submit [--dry-run] experiment=NAME launcher.gpus_per_node=N",
     "data": "corpus tools: demo, scan, features",
     "weights": "check the pretrained weights the metrics need: dtl weights check",
     "export": "DeepSpeed ZeRO checkpoint -> one fp32 file: dtl export RUN_DIR_OR_CKPT [--out FILE]",
 }
-NOT_YET_BUILT = {"eval", "sweep", "compare"}
+NOT_YET_BUILT = {"eval", "sweep"}
 
 
 def run_train(overrides: list[str]) -> int:
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.weights_cli import main as weights_main
 
         return weights_main(rest)
+    if ns.command == "compare":
+        from experiments.compare import main as compare_main
+
+        return compare_main(rest)
     if ns.command == "export":
         from experiments.export import main as export_main
 

@@ -17,7 +17,7 @@ def dtl(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 def test_help_lists_every_subcommand():
     out = dtl("--help")
     assert out.returncode == 0
-    for name in ("train", "eval", "generate", "sweep", "compare", "submit", "data", "weights"):
+    for name in ("train", "eval", "generate", "sweep", "compare", "submit", "data", "weights", "export"):
         assert f"  {name}" in out.stdout
 
 
@@ -36,7 +36,7 @@ def test_weights_check_lists_expected_paths_and_flags_wrong_files(tmp_path):
 
 
 def test_unbuilt_subcommands_say_so():
-    out = dtl("sweep", "configs/sweep/ablation.yaml")
+    out = dtl("eval", "generated/")
     assert out.returncode == 2 and "not yet built" in out.stderr
 
 
