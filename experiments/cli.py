@@ -10,7 +10,7 @@ SUBCOMMANDS = {
     "train": "train a model: dtl train experiment=NAME [hydra overrides]",
     "eval": "evaluate generated videos or a checkpoint (not yet built: evaluation issue)",
     "generate": "generate from audio: dtl generate blendshapes (ARKit CSV); video comes with the renderer",
-    "sweep": "run an ablation or hyperparameter sweep (not yet built: cluster issue)",
+    "sweep": "run a sweep (W&B sweep YAML): dtl sweep FILE [--slurm | --backend wandb] [overrides]",
     "compare": "compare runs: dtl compare RUN_DIR|FOLDER... [--group NAME [--wandb-dir DIR]] [--metric M] "
                "[--baseline V] [--out DIR]",
     "submit": "submit a training job to Slurm: dtl submit [--dry-run] experiment=NAME launcher.gpus_per_node=N",
@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "weights": "check the pretrained weights the metrics need: dtl weights check",
     "export": "DeepSpeed ZeRO checkpoint -> one fp32 file: dtl export RUN_DIR_OR_CKPT [--out FILE]",
 }
-NOT_YET_BUILT = {"eval", "sweep"}
+NOT_YET_BUILT = {"eval"}
 
 
 def run_train(overrides: list[str]) -> int:
@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.compare import main as compare_main
 
         return compare_main(rest)
+    if ns.command == "sweep":
+        from experiments.sweep import main as sweep_main
+
+        return sweep_main(rest)
     if ns.command == "export":
         from experiments.export import main as export_main
 

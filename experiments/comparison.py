@@ -110,7 +110,7 @@ class Variant:
 
     @property
     def seeds(self) -> list[Any]:
-        return [r.seed for r in self.runs]
+        return sorted((r.seed for r in self.runs), key=lambda s: (s is None, str(type(s)), s if s is not None else 0))
 
 
 def group_variants(runs: list[RunLog], ignore: tuple[str, ...] = ()) -> list[Variant]:

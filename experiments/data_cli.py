@@ -1,4 +1,4 @@
-"""`dtl data`: build the demo corpus, validate a corpus into a manifest, precompute audio features."""
+"""`dtl data`: build the demo corpus (and its videos), validate a corpus into a manifest, precompute audio features."""
 
 from __future__ import annotations
 
@@ -18,7 +18,26 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     manifest.save(root / "manifest.jsonl")
     print(f"SYNTHETIC demo corpus: {len(manifest)} clips of {len(manifest.speakers())} speakers in {root}")
     print(f"manifest: {root / 'manifest.jsonl'}")
+    if ns.video:
+        return render_videos(root, size=ns.size)
     return 0
+
+
+def render_videos(root: Path, *, size: int, view: str = "front", overwrite: bool = False,
+                  limit: int | None = None) -> int:
+    from rendering.demo_videos import render_demo_videos
+
+    report = render_demo_videos(root, size=size, view=view, overwrite=overwrite, limit=limit)
+    print(f"videos: {report['rendered']} rendered, {report['skipped_valid']} already valid, "
+          f"{len(report['failed'])} failed, {report['frames']} frames in {report['seconds']:.1f} s "
+          f"-> {root}/<ID>/video/{view}/")
+    for failure in report["failed"]:
+        print(f"{failure['clip_id']}: {failure['error']}", file=sys.stderr)
+    return 1 if report["failed"] else 0
+
+
+def cmd_videos(ns: argparse.Namespace) -> int:
+    return render_videos(Path(ns.corpus), size=ns.size, view=ns.view, overwrite=ns.overwrite, limit=ns.limit)
 
 
 def cmd_scan(ns: argparse.Namespace) -> int:
@@ -63,6 +82,9 @@ def main(argv: list[str]) -> int:
     demo.add_argument("--sentences", type=int, default=10)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None)
+    demo.add_argument("--video", action="store_true",
+                      help="also render every clip's track with the default rig to <ID>/video/front/... (MP4 + audio)")
+    demo.add_argument("--size", type=int, default=256, help="video size in pixels (with --video)")
     demo.set_defaults(func=cmd_demo)
 
     scan = sub.add_parser("scan", help="validate a MEAD-layout corpus and write its manifest")
@@ -77,6 +99,15 @@ def main(argv: list[str]) -> int:
     scan.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     scan.add_argument("--workers", type=int, default=0)
     scan.set_defaults(func=cmd_scan)
+
+    videos = sub.add_parser("videos", help="render a corpus's blendshape tracks with the default rig to MP4 + audio "
+                                           "(resumable: valid videos are kept)")
+    videos.add_argument("corpus")
+    videos.add_argument("--size", type=int, default=256)
+    videos.add_argument("--view", default="front")
+    videos.add_argument("--overwrite", action="store_true")
+    videos.add_argument("--limit", type=int, default=None, help="only the first N clips (by clip id)")
+    videos.set_defaults(func=cmd_videos)
 
     feats = sub.add_parser("features", help="precompute audio features into the cache")
     feats.add_argument("source", help="a manifest.jsonl or a corpus directory")

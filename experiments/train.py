@@ -30,26 +30,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if "csv" in (cfg.get("logger") or {}):
             cfg.logger.csv.version = f"attempt_{state.attempt}"
 
+    if "wandb" in (cfg.get("logger") or {}):
+        import wandb
+
+        if wandb.run is not None:  # a run left open in this process would swallow this run's logs
+            wandb.finish()
+
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule,
-                ckpt_path=str(state.resume_checkpoint) if state.resume_checkpoint else None)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test"):
-        best = next((c.best_model_path for c in callbacks
-                     if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.best_model_path), None)
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    log.info("metrics: %s", metrics)
-    for lg in loggers:
-        if isinstance(lg, L.pytorch.loggers.WandbLogger):
-            lg.experiment.finish()  # release the run id now, not at interpreter exit
+        trainer.fit(model, datamodule=datamodule,
+                    ckpt_path=str(state.resume_checkpoint) if state.resume_checkpoint else None)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            best = next((c.best_model_path for c in callbacks
+                         if isinstance(c, L.pytorch.callbacks.ModelCheckpoint) and c.best_model_path), None)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        log.info("metrics: %s", metrics)
+    finally:
+        for lg in loggers:  # release the W&B run now (also after an error), not at interpreter exit
+            if isinstance(lg, L.pytorch.loggers.WandbLogger) and lg._experiment is not None:
+                lg.experiment.finish()
     return metrics
 
 

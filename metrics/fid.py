@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import (
     FIDInceptionA,
     FIDInceptionC,
@@ -16,6 +15,7 @@ from pytorch_fid.inception import (
 from torch import nn
 from torchmetrics import Metric
 
+from metrics.frechet import frechet_distance
 from metrics.weights import resolve_weights
 
 
@@ -62,7 +62,11 @@ class FrechetInceptionDistance(Metric):
     `frames_per_video` evenly spaced frames each (all frames when None). Resizing to 299 and scaling to [-1, 1] are
     pytorch-fid's own, inside InceptionV3. Per set the state is n, sum(x) and sum(x xᵀ) in float64, summed across
     processes, so the result does not depend on batching or world size; `compute` forms the mean and the unbiased
-    covariance (as np.cov) and calls pytorch-fid's `calculate_frechet_distance` on them.
+    covariance (as np.cov) and takes their Fréchet distance with `metrics.frechet.frechet_distance` (pytorch-fid's
+    `calculate_frechet_distance` value, without scipy's slow sqrtm).
+
+    The feature extractor is switched to channels_last memory layout (faster convolutions on CPU; same weights, and
+    features equal to pytorch-fid's to float rounding), in place like the switch to eval mode.
 
     weights: "pretrained" (the registry's sha-checked pt_inception file, never downloaded) or a module behaving like
     pytorch_fid.inception.InceptionV3 (returns a list whose first element is (B, dims, h, w)).
@@ -87,7 +91,7 @@ class FrechetInceptionDistance(Metric):
             if weights != "pretrained":
                 raise ValueError(f"weights must be 'pretrained' or an nn.Module, got {weights!r}")
             weights = pretrained_fid_inception(dims)
-        self.inception = weights.eval().requires_grad_(False)
+        self.inception = weights.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.dims = dims
         self.frames_per_video = frames_per_video
         for prefix in ("real", "fake"):
@@ -109,8 +113,10 @@ class FrechetInceptionDistance(Metric):
             images = images.flatten(0, 1)
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected RGB images (B, 3, H, W) or videos (B, T, 3, H, W), got {tuple(images.shape)}")
-        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        with torch.no_grad():
+        images = images.contiguous(memory_format=torch.channels_last)
+        # The division makes a fresh float copy of uint8 input, exactly as torchvision's ToTensor scales it.
+        images = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+        with torch.inference_mode():
             pred = self.inception(images)[0]
         if pred.shape[2:] != (1, 1):
             pred = nn.functional.adaptive_avg_pool2d(pred, output_size=(1, 1))
@@ -145,5 +151,5 @@ class FrechetInceptionDistance(Metric):
     def compute(self) -> torch.Tensor:
         mu_real, sigma_real = self.statistics(real=True)
         mu_fake, sigma_fake = self.statistics(real=False)
-        distance = calculate_frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)
-        return torch.tensor(float(distance), dtype=torch.float64, device=self.real_sum.device)
+        distance = frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)
+        return torch.tensor(distance, dtype=torch.float64, device=self.real_sum.device)

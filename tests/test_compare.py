@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from experiments.report_html import TABLE_BACKGROUND
 from experiments.run_logs import RunLogError, read_run, read_wandb_files, wandb_files
 from experiments.summary import final_metrics
 from experiments.train import train
+from browser import screenshot
 from training_helpers import compose_train
 
 
@@ -187,24 +186,6 @@ def test_html_report_is_self_contained(outputs, tmp_path, capsys):
     assert all(image.width >= 300 and image.height >= 200 for image in images)
     sample = images[-1].convert("L")
     assert np.asarray(sample).std() > 10  # a real figure, not a blank frame
-
-
-def chromium() -> str:
-    path = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI (.ci/run installs the Debian package chromium)")
-        pytest.skip("chromium is not installed here (apt-get install chromium; CI installs it)")
-    return path
-
-
-def screenshot(html_path: Path, png: Path) -> np.ndarray:
-    done = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--user-data-dir={png.parent / (png.stem + '-profile')}", f"--screenshot={png}",
-                           "--window-size=1400,1000", html_path.resolve().as_uri()],
-                          capture_output=True, text=True, timeout=120)
-    assert png.is_file(), f"chromium wrote no screenshot:\n{done.stderr[-3000:]}"
-    return np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
 
 
 @pytest.mark.slow

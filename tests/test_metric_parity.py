@@ -327,7 +327,8 @@ def test_registry_rejects_a_wrong_file(tmp_path, monkeypatch):
     for name in REGISTRY:
         with pytest.raises(WeightsChecksumError, match="expected"):
             resolve_weights(name)
-    assert {row["status"] for row in check_all()} == {"checksum_mismatch"}
+    # the files of this cache all fail their check; packaged weights (inside wheels) are not in this cache
+    assert {row["status"] for row in check_all() if row["name"] in REGISTRY} == {"checksum_mismatch"}
     with pytest.raises(WeightsChecksumError):
         LPIPS(net="vgg", weights="pretrained")
 

@@ -37,6 +37,21 @@ def test_every_experiment_and_group_composes(tmp_path):
         assert compose_train([f"trainer={trainer}", "run_id=x"]).trainer._target_ == "lightning.pytorch.Trainer"
 
 
+def test_a_failed_run_closes_its_wandb_run_and_the_next_run_logs_to_its_own(tmp_path):
+    import wandb
+
+    from datamodules.corpus import CorpusError
+
+    base = ["experiment=baseline_demo", f"paths.output_root={tmp_path}", "data.build_demo=false",
+            f"data.corpus_dir={tmp_path}/no_corpus", "trainer.accelerator=cpu"]
+    for run_id in ("first", "second"):
+        with pytest.raises(CorpusError, match="does not exist"):  # the datamodule fails inside fit, after W&B started
+            train(compose_train([*base, f"run_id={run_id}"]))
+        assert wandb.run is None
+        runs = list((tmp_path / "baseline_demo" / run_id / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, f"run {run_id}: {runs}"
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
     rows = []
     for path in sorted((run_dir / "csv").glob("attempt_*/metrics.csv")):
