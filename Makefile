@@ -20,7 +20,8 @@ install: $(STAMP)
 
 # The most complete pipeline that exists, at demo scale: build the SYNTHETIC demo corpus; train and test the
 # baseline, EmoDiff, the blendshape emotion classifier (the judge) and lip refinement of EmoDiff's samples on
-# held-out speakers; generate lip-refined Live Link Face CSVs from held-out audio; print the comparison.
+# held-out speakers; generate lip-refined Live Link Face CSVs from held-out audio; compare the runs (table printed,
+# markdown and HTML report in outputs/demo_report/).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: install
 	$(DTL) data demo --root data/demo
@@ -31,7 +32,9 @@ demo: install
 		model.emotion_classifier=outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt
 	$(DTL) generate blendshapes --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
 		--audio $(DEMO_AUDIO) --emotion happy --level 3 --fps 30 --out outputs/demo_generated
-	$(PY) -m experiments.summary outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo
+	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
+		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
+		--metric 'test/source/*' --metric test/emotion_accuracy --out outputs/demo_report
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -44,4 +47,4 @@ bench: install
 	$(PY) benchmarks/bench_demo_corpus.py
 
 clean-demo:
-	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated
+	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated outputs/demo_report

@@ -1,8 +1,10 @@
-"""`dtl data`: build the demo corpus (and its videos), validate a corpus into a manifest, precompute audio features."""
+"""`dtl data`: build the demo corpus (and its videos), validate a corpus into a manifest, precompute audio features,
+extract ARKit tracks from videos."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -72,6 +74,41 @@ def cmd_features(ns: argparse.Namespace) -> int:
     return 1 if report.get("failed") else 0
 
 
+def cmd_extract(ns: argparse.Namespace) -> int:
+    from datamodules.extraction.extract import (ExtractError, ExtractOptions, excluded_clip_ids, parse_shard,
+                                                run_extraction)
+    from datamodules.extraction.quality import QualityThresholds
+
+    corpus = Path(ns.corpus)
+    thresholds = QualityThresholds(max_residual=ns.max_residual, min_face_share=ns.min_quality_face_share,
+                                   max_landmark_jitter=ns.max_landmark_jitter, max_coeff_jitter=ns.max_coeff_jitter)
+    try:
+        options = ExtractOptions(corpus=corpus, out=Path(ns.out) if ns.out else corpus, view=ns.view, fps=ns.fps,
+                                 backend=ns.backend, workers=ns.workers, shard=parse_shard(ns.shard), csv=ns.csv,
+                                 limit=ns.limit, device=ns.device, min_face_share=ns.min_face_share,
+                                 thresholds=thresholds, model=ns.model, model_sha256=ns.model_sha256,
+                                 retry_failed=ns.retry_failed)
+        report = run_extraction(options)
+    except ExtractError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{report.extracted} clips extracted, {report.skipped_done} already done, {len(report.failed)} failed, "
+          f"{len(report.below_quality)} below the quality thresholds; {report.frames} frames in "
+          f"{report.seconds:.1f} s -> {options.out} (records in {options.books()})")
+    for failure in report.failed:
+        print(f"{failure['clip_id']}: {failure.get('kind')}: {failure.get('problem')}", file=sys.stderr)
+    if ns.manifest:
+        from datamodules.corpus import scan_corpus
+
+        manifest = scan_corpus(options.out, fps=ns.fps, view=ns.view, on_error="skip", progress=False)
+        excluded = excluded_clip_ids(options) if ns.exclude_below else set()
+        kept = [r for r in manifest.records if r.clip_id not in excluded]
+        dataclasses.replace(manifest, records=kept).save(ns.manifest)
+        print(f"manifest: {len(kept)} clips -> {ns.manifest}"
+              + (f" ({len(excluded)} below the quality thresholds left out)" if excluded else ""))
+    return 1 if report.failed else 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dtl data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +145,33 @@ def main(argv: list[str]) -> int:
     videos.add_argument("--overwrite", action="store_true")
     videos.add_argument("--limit", type=int, default=None, help="only the first N clips (by clip id)")
     videos.set_defaults(func=cmd_videos)
+
+    extract = sub.add_parser("extract", help="fit ARKit tracks and head poses to every video of a MEAD-layout "
+                                             "corpus (resumable; --shard K/N for one Slurm array task)")
+    extract.add_argument("corpus")
+    extract.add_argument("--out", help="write tracks under this root instead of the corpus (same layout)")
+    extract.add_argument("--view", default="front")
+    extract.add_argument("--fps", type=float, default=25.0, help="rate the frames are decoded and tracks written at")
+    extract.add_argument("--backend", choices=["fit", "mediapipe"], default="fit")
+    extract.add_argument("--workers", type=int, default=1, help="clips in parallel (processes)")
+    extract.add_argument("--shard", default="0/1", help="K/N: only every N-th clip from the K-th (0 <= K < N)")
+    extract.add_argument("--csv", action="store_true", help="also write Live Link Face CSVs to <ID>/livelink/...")
+    extract.add_argument("--limit", type=int, default=None, help="only the first N clips (by clip id)")
+    extract.add_argument("--device", default="cpu", help="torch device of the fit")
+    extract.add_argument("--min-face-share", type=float, default=0.5,
+                         help="a clip with a face on fewer frames fails as no_face")
+    extract.add_argument("--retry-failed", action="store_true", help="retry clips that failed in an earlier run")
+    extract.add_argument("--model", help="mediapipe: face_landmarker.task (or $DTL_MEDIAPIPE_TASK)")
+    extract.add_argument("--model-sha256", help="mediapipe: expected sha256 of the model file")
+    extract.add_argument("--max-residual", type=float, default=0.06,
+                         help="quality: mean landmark error / inter-ocular distance above this is listed")
+    extract.add_argument("--min-quality-face-share", type=float, default=0.9)
+    extract.add_argument("--max-landmark-jitter", type=float, default=0.05)
+    extract.add_argument("--max-coeff-jitter", type=float, default=0.08)
+    extract.add_argument("--manifest", help="then scan the output root into this manifest (JSONL)")
+    extract.add_argument("--exclude-below", action="store_true",
+                         help="leave the clips below the quality thresholds out of --manifest")
+    extract.set_defaults(func=cmd_extract)
 
     feats = sub.add_parser("features", help="precompute audio features into the cache")
     feats.add_argument("source", help="a manifest.jsonl or a corpus directory")

@@ -79,7 +79,9 @@ def render_sbatch(cfg: DictConfig, overrides: list[str], python: str = sys.execu
     where = ("each array task trains one point of the sweep in its own run directory, the same after a requeue"
              if array else "the run directory is outputs/<experiment>/slurm-<job id>, the same after a requeue")
     lines += ["", f"# dreamtalk-lab: {where}.",
-              "set -euo pipefail", f"cd {shlex.quote(str(Path.cwd()))}", *launch.setup]
+              "set -euo pipefail", f"cd {shlex.quote(str(Path.cwd()))}",
+              "# one OpenMP thread per allotted CPU: more threads than cores spin against each other",
+              "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}", *launch.setup]
     lines += list(extra_setup)
     if command is None:
         train_args = [a for a in overrides if not a.startswith("run_id=")]

@@ -87,8 +87,16 @@ class LipRefiner(L.LightningModule):
         mouth = mouth * self.bs_std[self.mouth_index] + self.bs_mean[self.mouth_index]
         return source.index_copy(-1, self.mouth_index, mouth.clamp(0.0, 1.0))
 
-    def forward(self, source: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.refine(source, audio, mask)
+    def evaluation_source(self, batch: dict[str, torch.Tensor], seed: int) -> torch.Tensor:
+        """What evaluation refines, seeded: EmoDiff's samples when an EmoDiff run is given, else a corrupted mouth."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        if self.hparams.emodiff_run:
+            return self.emodiff_source(batch, generator)
+        return perturb_mouth(batch["blendshapes"], batch["mask"], generator)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The refined (B, T, 52) sequence of a batch, as in testing (the prediction every module's forward gives)."""
+        return self.refine(self.evaluation_source(batch, 0), batch["audio"], batch["mask"])
 
     @torch.no_grad()
     def emodiff_source(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
@@ -134,9 +142,7 @@ class LipRefiner(L.LightningModule):
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         if stage == "val" and batch_idx >= self.hparams.val_sample_batches:
             return
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        source = (self.emodiff_source(batch, generator) if self.hparams.emodiff_run
-                  else perturb_mouth(batch["blendshapes"], batch["mask"], generator))
+        source = self.evaluation_source(batch, batch_idx)
         refined = self.refine(source, batch["audio"], batch["mask"])
         self.log(f"{stage}/loss", self.losses(source, refined, batch)["loss"], batch_size=batch["audio"].shape[0],
                  sync_dist=True)

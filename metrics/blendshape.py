@@ -51,17 +51,21 @@ class EmotionAccuracy(Metric):
         self.add_state("confidence", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, blendshapes: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> None:
-        if self.classifier is None:
-            raise ValueError("EmotionAccuracy was built without a classifier: use update_probabilities")
-        with torch.no_grad():
-            self.update_probabilities(self.classifier(blendshapes, mask).softmax(-1), target)
-
-    def update_probabilities(self, probabilities: torch.Tensor, target: torch.Tensor) -> None:
-        """probabilities: (B, emotions) of the judge; target: (B,) asked emotions."""
+    def update(self, blendshapes: torch.Tensor | None, mask: torch.Tensor | None, target: torch.Tensor,
+               probabilities: torch.Tensor | None = None) -> None:
+        """Judge (B, T, 52) sequences asked for emotions `target` (B,); or count given judge `probabilities`."""
+        if probabilities is None:
+            if self.classifier is None:
+                raise ValueError("EmotionAccuracy was built without a classifier: use update_probabilities")
+            with torch.no_grad():
+                probabilities = self.classifier(blendshapes, mask).softmax(-1)
         self.correct += (probabilities.argmax(-1) == target).sum()
         self.confidence += probabilities.gather(1, target[:, None]).double().sum()
         self.total += target.numel()
+
+    def update_probabilities(self, probabilities: torch.Tensor, target: torch.Tensor) -> None:
+        """probabilities: (B, emotions) of a judge kept elsewhere; target: (B,) asked emotions."""
+        self.update(None, None, target, probabilities=probabilities)
 
     def compute(self) -> dict[str, torch.Tensor]:
         total = self.total.clamp(min=1)

@@ -34,6 +34,10 @@ def create_context(device_index: int | None = None):
         import moderngl
     except ImportError as e:
         raise EGLUnavailableError("moderngl is not installed: pip install moderngl") from e
+    # Loading triton (torch's optimizers import it through torch._dynamo) after an EGL context exists
+    # crashes the process in Mesa; loading it first is harmless.
+    import torch._dynamo  # noqa: F401
+
     kwargs = {"backend": "egl", "require": 330}
     if device_index is not None:
         kwargs["device_index"] = device_index

@@ -10,7 +10,7 @@ import torch
 from datamodules.arkit import MOUTH_INDICES
 from experiments.train import train
 from lightning_modules.mouth_perturbation import perturb_mouth
-from training_helpers import compose_train
+from training_helpers import compose_train, ground_truth_sync
 
 NON_MOUTH = [i for i in range(52) if i not in MOUTH_INDICES]
 
@@ -25,18 +25,22 @@ def refined_run(trained_emodiff, trained_emotion_classifier, tmp_path_factory):
                          f"model.emodiff_run={trained_emodiff['run_dir']}",
                          f"model.emotion_classifier={trained_emotion_classifier['checkpoint']}",
                          "trainer.max_steps=400", "trainer.check_val_every_n_epoch=100", "trainer.accelerator=cpu"])
-    return {"cfg": cfg, "metrics": train(cfg)}
+    metrics = train(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    return {"cfg": cfg, "metrics": metrics, "truth_sync": ground_truth_sync(datamodule)}
 
 
 @pytest.mark.slow
 def test_refinement_improves_emodiff_mouths_and_keeps_their_emotion(refined_run):
-    m = refined_run["metrics"]
+    m, truth = refined_run["metrics"], refined_run["truth_sync"]
     print("held-out speakers, EmoDiff samples -> refined: "
           f"mouth error {m['test/source/mouth_error']:.4f} -> {m['test/mouth_error']:.4f}; "
-          f"sync {m['test/source/sync']:.3f} -> {m['test/sync']:.3f}; "
+          f"sync {m['test/source/sync']:.3f} -> {m['test/sync']:.3f} (ground truth {truth:.3f}); "
           f"emotion accuracy {m['test/source/emotion_accuracy']:.3f} -> {m['test/emotion_accuracy']:.3f}")
     assert m["test/mouth_error"] < 0.95 * m["test/source/mouth_error"]
-    assert m["test/sync"] > m["test/source/sync"]
+    # Better sync is the corpus's own: EmoDiff's samples can follow loudness more tightly than real mouths do.
+    assert abs(m["test/sync"] - truth) < abs(m["test/source/sync"] - truth)
     assert m["test/emotion_accuracy"] >= m["test/source/emotion_accuracy"] - 0.05
 
 

