@@ -8,17 +8,17 @@ import sys
 
 SUBCOMMANDS = {
     "train": "train a model: dtl train experiment=NAME [hydra overrides]",
-    "eval": "evaluate generated videos or a checkpoint (not yet built: evaluation issue)",
+    "eval": "evaluate generated videos: dtl eval GENERATED [--reference REF] [--portrait IMG] [--metrics M...] "
+            "[--out DIR] [--group G]",
     "generate": "generate from audio: dtl generate blendshapes (ARKit CSV); video comes with the renderer",
     "sweep": "run a sweep (W&B sweep YAML): dtl sweep FILE [--slurm | --backend wandb] [overrides]",
     "compare": "compare runs: dtl compare RUN_DIR|FOLDER... [--group NAME [--wandb-dir DIR]] [--metric M] "
                "[--baseline V] [--out DIR]",
     "submit": "submit a training job to Slurm: dtl submit [--dry-run] experiment=NAME launcher.gpus_per_node=N",
-    "data": "corpus tools: demo, scan, features",
+    "data": "corpus tools: demo [--video], videos, scan, features, extract (ARKit tracks from talking videos)",
     "weights": "check the pretrained weights the metrics need: dtl weights check",
     "export": "DeepSpeed ZeRO checkpoint -> one fp32 file: dtl export RUN_DIR_OR_CKPT [--out FILE]",
 }
-NOT_YET_BUILT = {"eval"}
 
 
 def run_train(overrides: list[str]) -> int:
@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.sweep import main as sweep_main
 
         return sweep_main(rest)
+    if ns.command == "eval":
+        from experiments.evaluate import main as eval_main
+
+        return eval_main(rest)
     if ns.command == "export":
         from experiments.export import main as export_main
 
         return export_main(rest)
-    if ns.command in NOT_YET_BUILT:
-        print(f"dtl {ns.command}: not yet built — {SUBCOMMANDS[ns.command]}", file=sys.stderr)
-        return 2
     parser.error(f"unknown command {ns.command}")
     return 2
 

@@ -1,4 +1,4 @@
-"""The `dtl` command: help lists every subcommand; unbuilt ones say so; data tools run on a real corpus."""
+"""The `dtl` command: help lists every subcommand; eval names a missing input; data tools run on a real corpus."""
 
 import json
 import os
@@ -35,9 +35,13 @@ def test_weights_check_lists_expected_paths_and_flags_wrong_files(tmp_path):
     assert set(rows) >= {"fid_inception", "alexnet", "vgg16", "syncnet_v2"}
 
 
-def test_unbuilt_subcommands_say_so():
-    out = dtl("eval", "generated/")
-    assert out.returncode == 2 and "not yet built" in out.stderr
+def test_eval_is_built_and_names_a_missing_folder(tmp_path):
+    missing = tmp_path / "generated"
+    out = dtl("eval", str(missing), "--no-wandb")
+    assert out.returncode == 1 and f"dtl eval: error: {missing}: no such file or folder" in out.stderr
+    assert "not yet built" not in out.stderr
+    help_text = dtl("eval", "--help")
+    assert help_text.returncode == 0 and "--reference" in help_text.stdout and "--syncnet-weights" in help_text.stdout
 
 
 def test_data_scan_and_features_on_the_tiny_corpus(tiny_corpus, tmp_path):
