@@ -107,7 +107,11 @@ def main(argv: list[str]) -> int:
     bs.add_argument("--device", default="cpu")
     bs.add_argument("--out", default="generated")
     bs.set_defaults(func=cmd_blendshapes)
+    from experiments.generate_video import add_parser as add_video_parser
+
+    add_video_parser(sub)
     ns = parser.parse_args(argv)
-    if not ns.audio and not ns.audio_list:
-        parser.error("give --audio FILE [FILE ...] or --audio-list LIST")
+    if not ns.audio and not ns.audio_list and not getattr(ns, "audio_dir", None):
+        parser.error("give --audio FILE [FILE ...], --audio-list LIST" + (" or --audio-dir DIR" if ns.what == "video"
+                                                                           else ""))
     return ns.func(ns)

@@ -77,7 +77,7 @@ class PackagedWeightsFile(WeightsFile):
 
 
 # torch.hub names its files `<stem>-<first 8 hex of sha256>.<ext>` and checks that prefix with check_hash=True;
-# the full digests of these three are not recorded here because they could not be confirmed from a source.
+# the full digests of these are not recorded here because they could not be confirmed from a source.
 REGISTRY: dict[str, WeightsFile] = {
     w.name: w
     for w in (
@@ -104,6 +104,14 @@ REGISTRY: dict[str, WeightsFile] = {
             filename="vgg16-397923af.pth",
             sha256="397923af",
             url="https://download.pytorch.org/models/vgg16-397923af.pth",
+            licence="torchvision BSD-3-Clause; trained on ImageNet, whose terms limit use to non-commercial research",
+        ),
+        WeightsFile(
+            name="vgg19",
+            description="torchvision VGG19 ImageNet weights (the renderer's perceptual loss)",
+            filename="vgg19-dcbb9e9d.pth",
+            sha256="dcbb9e9d",
+            url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
             licence="torchvision BSD-3-Clause; trained on ImageNet, whose terms limit use to non-commercial research",
         ),
         WeightsFile(

@@ -1,0 +1,210 @@
+"""Renderer fine-tuning (face-vid2vid GAN) on rendered talking videos of the demo corpus, through `dtl train`.
+
+LPIPS here is the `lpips` package's AlexNet LPIPS with its shipped linear heads and a *seeded random* AlexNet backbone
+(the ImageNet backbone is not obtainable offline); L1 is the plain mean absolute pixel error.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+SPEAKER = "M001"
+CLIPS = [f"{SPEAKER}_happy_level_3_001", f"{SPEAKER}_angry_level_3_001", f"{SPEAKER}_surprised_level_3_001"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """2 cores shared by several jobs: one intra-op thread is ~10x faster than two fighting for them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def talking_corpus(tmp_path_factory) -> Path:
+    """A 3-speaker demo corpus with rendered talking videos (256 px, head sway) of three of M001's clips."""
+    from datamodules.demo.build import build_demo_corpus
+    from rendering.demo_videos import render_demo_videos
+
+    root = build_demo_corpus(tmp_path_factory.mktemp("talking") / "corpus", speakers=3, sentences=1, progress=False)
+    report = render_demo_videos(root, clip_ids=CLIPS, progress=False)
+    assert report["rendered"] == len(CLIPS), report
+    return root
+
+
+def renderer_overrides(corpus: Path, out: Path, steps: int, extra: list[str] = ()) -> list[str]:
+    return ["experiment=renderer_demo", "run_id=tune", f"paths.output_root={out}", f"data.corpus_dir={corpus}",
+            f"paths.cache_dir={out}/cache", f"data.speakers=[{SPEAKER}]", "data.split_by=frames",
+            "data.holdout_fraction=0.25", "data.eval_stride=2", "data.progress=false", "logger=csv", "test=false",
+            "trainer.accelerator=cpu", f"trainer.max_steps={steps}", "trainer.limit_val_batches=4",
+            "callbacks.progress_bar=null", *extra]
+
+
+@pytest.fixture(scope="module")
+def finetuned(talking_corpus, tmp_path_factory, one_thread) -> dict:
+    """The tiny renderer fine-tuned for 40 generator steps on M001's videos (their first 75% of frames)."""
+    import hydra
+
+    from experiments.train import train
+    from training_helpers import compose_train
+
+    out = tmp_path_factory.mktemp("renderer")
+    # Manual optimization: global_step counts both optimizers' steps, so 80 = 40 generator + 40 discriminator.
+    cfg = compose_train(renderer_overrides(talking_corpus, out, 80, ["data.pairs_per_epoch=160",
+                                                                     "data.batch_size=4"]))
+    L.seed_everything(cfg.seed, workers=True)
+    before = hydra.utils.instantiate(cfg.model).model.eval()  # the same construction and seed as train() uses
+    start = time.perf_counter()
+    metrics = train(cfg)
+    seconds = time.perf_counter() - start
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    return {"cfg": cfg, "metrics": metrics, "before": before, "run_dir": out / "renderer_demo" / "tune",
+            "datamodule": datamodule, "train_seconds": seconds}
+
+
+def reconstruction_errors(model, loader) -> dict[str, float]:
+    import lpips
+
+    from metrics.lpips_metric import LPIPS
+
+    torch.manual_seed(0)
+    network = lpips.LPIPS(pretrained=True, net="alex", pnet_rand=True, verbose=False)  # heads from the wheel
+    metric = LPIPS(weights=network, normalize=True)
+    l1 = []
+    with torch.no_grad():
+        for batch in loader:
+            prediction = model(batch["source"], batch["driving"])["prediction"]
+            l1.append(float((prediction - batch["driving"]).abs().mean()) * len(prediction))
+            metric.update(prediction, batch["driving"])
+    return {"l1": sum(l1) / len(loader.dataset), "lpips": float(metric.compute())}
+
+
+@pytest.mark.slow
+def test_finetuning_reduces_held_out_reconstruction_error(finetuned):
+    from lightning_modules.renderer_finetune import load_renderer
+
+    trained = load_renderer(finetuned["run_dir"])
+    loader = finetuned["datamodule"].test_dataloader()
+    before = reconstruction_errors(finetuned["before"], loader)
+    after = reconstruction_errors(trained.model, loader)
+    print(f"held-out frames: {len(loader.dataset)}; before {before}; after {after}; "
+          f"training {finetuned['train_seconds']:.0f} s")
+    assert after["l1"] <= 0.7 * before["l1"]
+    assert after["lpips"] <= 0.7 * before["lpips"]
+    assert (finetuned["run_dir"] / "checkpoints" / "last.ckpt").is_file()
+    assert "val/l1" in finetuned["metrics"]
+
+
+def test_datamodule_crops_caches_and_holds_out_frames(talking_corpus, tmp_path):
+    from datamodules.talking_video_datamodule import TalkingVideoDataModule
+
+    dm = TalkingVideoDataModule(str(talking_corpus), cache_dir=str(tmp_path / "frames"), image_size=64,
+                                crop="detect", speakers=[SPEAKER], split_by="frames", holdout_fraction=0.25,
+                                pairs_per_epoch=10, batch_size=4, progress=False)
+    dm.prepare_data()
+    cached = sorted((tmp_path / "frames").glob("*.npy"))
+    assert len(cached) == len(CLIPS)
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    dm.setup("fit")
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # read back, not decoded again
+    frames = [np.load(p) for p in cached]
+    assert all(f.shape[1:] == (64, 64, 3) and f.dtype == np.uint8 for f in frames)
+    train, held_out = dm.datasets["train"], dm.datasets["val"]
+    assert sum(len(v) for v in train.videos) + len(held_out.targets[0]) + len(held_out.targets[1]) + len(
+        held_out.targets[2]) == sum(len(f) for f in frames)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["source"].shape == (4, 3, 64, 64) and 0 <= float(batch["source"].min()) <= float(
+        batch["source"].max()) <= 1
+    # The face crop is centred on the face: the crop's centre is skin, not the grey background.
+    centre = frames[0][0, 24:40, 24:40].astype(float)
+    assert np.abs(centre - np.array([0.34, 0.35, 0.38]) * 255).mean() > 20
+    with pytest.raises(ValueError, match="no talking videos match"):
+        TalkingVideoDataModule(str(talking_corpus), cache_dir=str(tmp_path / "x"), speakers=["W999"],
+                               progress=False).prepare_data()
+
+
+def test_missing_vgg19_weights_give_a_clear_error(tmp_path, monkeypatch):
+    from lightning_modules.networks.face_vid2vid import FaceVid2Vid, MultiScaleDiscriminator
+    from lightning_modules.renderer_finetune import RendererFinetune
+    from metrics.weights import MissingWeightsError
+    from test_face_vid2vid import TINY
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(MissingWeightsError) as error:
+        RendererFinetune(FaceVid2Vid(**TINY), MultiScaleDiscriminator(), perceptual="vgg19")
+    message = str(error.value)
+    assert "vgg19-dcbb9e9d.pth" in message and str(tmp_path / "torch" / "hub" / "checkpoints") in message
+    assert "download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
+
+
+def mouth_change(model, frames: torch.Tensor, region: tuple[slice, slice]) -> np.ndarray:
+    """Per frame, mean |output - output at frame 0| over the mouth region, driving the first frame with all of them."""
+    from rendering.motion_transfer import MotionTransfer
+
+    with torch.no_grad():
+        out = torch.cat(list(MotionTransfer(model, frames[0])(frames)))
+    return (out[:, :, region[0], region[1]] - out[:1, :, region[0], region[1]]).abs().mean((1, 2, 3)).numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="40 CPU steps do not teach the tiny network mouth motion: measured r = -0.18 "
+                                       "(the output's mouth region changes, but not with jawOpen); docs/renderer.md")
+def test_motion_transfer_moves_the_mouth_with_jaw_open(finetuned):
+    """Drive the speaker's first frame with the rig opening and closing its jaw (no head motion): the output's mouth
+    region must change with jawOpen (Pearson r >= 0.5) and by at least a tenth of what the avatar's mouth changes."""
+    from datamodules.arkit import INDEX
+    from datamodules.talking_video_datamodule import crop_video_frames
+    from lightning_modules.renderer_finetune import load_renderer
+    from metrics.face_detect import MOUTH, FaceLandmarker
+    from rendering.default_rig import default_rig
+    from rendering.demo_videos import speaker_face_params
+    from rendering.gl_renderer import FaceRenderer
+    from rendering.portrait import detect_crop_box
+
+    frames_count = 50
+    jaw = 0.5 - 0.5 * np.cos(np.arange(frames_count) / frames_count * 2 * np.pi * 3)
+    coeffs = np.zeros((frames_count, 52), np.float32)
+    coeffs[:, INDEX["jawOpen"]] = jaw
+    with FaceRenderer(default_rig(speaker_face_params(SPEAKER)), 256) as renderer:
+        avatar = renderer.render(coeffs).numpy()
+    landmarker = FaceLandmarker()
+    face, box = landmarker.detect(avatar[0]), detect_crop_box(avatar[0], landmarker)
+    mouth = (face.landmarks[MOUTH] - [box.left, box.top]) * 64 / box.side
+    (x0, y0), (x1, y1) = np.floor(mouth.min(0)).astype(int) - 3, np.ceil(mouth.max(0)).astype(int) + 3
+    region = (slice(y0, y1), slice(x0, x1))
+    frames = torch.from_numpy(crop_video_frames(avatar, 64, "detect", "jaw")).permute(0, 3, 1, 2).float() / 255
+    truth = (frames[:, :, region[0], region[1]] - frames[:1, :, region[0], region[1]]).abs().mean((1, 2, 3)).numpy()
+    after = mouth_change(load_renderer(finetuned["run_dir"]).model, frames, region)
+    before = mouth_change(finetuned["before"], frames, region)
+    r = float(np.corrcoef(after, jaw)[0, 1])
+    print(f"mouth change vs jawOpen: r {r:.3f} (avatar itself {np.corrcoef(truth, jaw)[0, 1]:.3f}); largest change "
+          f"after {after.max():.4f}, before {before.max():.4f}, avatar {truth.max():.4f}")
+    assert r >= 0.5
+    assert after.max() >= 0.1 * truth.max()
+
+
+def test_vgg19_perceptual_loss_from_a_torchvision_state_dict():
+    """The loss path a real vgg19-dcbb9e9d.pth takes, fed a seeded random torchvision VGG19 state dict."""
+    from torchvision.models import vgg19
+
+    from lightning_modules.networks.face_vid2vid.perceptual import VGG19Features, perceptual_loss
+    from lightning_modules.networks.face_vid2vid.training_losses import ImagePyramid
+
+    torch.manual_seed(0)
+    vgg = VGG19Features(state_dict=vgg19(weights=None).state_dict())
+    image = torch.rand(2, 3, 64, 64)
+    assert [f.shape[1] for f in vgg(image)] == [64, 128, 256, 512, 512]
+    assert [f.shape[-1] for f in vgg(image)] == [64, 32, 16, 8, 4]
+    pyramid = ImagePyramid((1, 0.5))
+    weights = (10, 10, 10, 10, 10)
+    assert float(perceptual_loss(vgg, pyramid(image), pyramid(image), weights)) == 0.0
+    assert float(perceptual_loss(vgg, pyramid(image), pyramid(image.flip(-1)), weights)) > 0.0
+    assert not any(p.requires_grad for p in vgg.parameters())
