@@ -18,20 +18,29 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The most complete pipeline that exists, at demo scale: build the SYNTHETIC demo corpus; train and test the
-# baseline, EmoDiff, the blendshape emotion classifier (the judge) and lip refinement of EmoDiff's samples on
-# held-out speakers; generate lip-refined Live Link Face CSVs from held-out audio; compare the runs (table printed,
-# markdown and HTML report in outputs/demo_report/).
+# The most complete pipeline that exists, at demo scale: build the SYNTHETIC demo corpus and render some of its
+# clips as talking videos; train and test the baseline, EmoDiff, the blendshape emotion classifier (the judge),
+# lip refinement of EmoDiff's samples and the face-vid2vid renderer on held-out speakers; generate lip-refined
+# Live Link Face CSVs, and a talking video of a real portrait (skimage's astronaut) from held-out speech;
+# evaluate that video (dtl eval); compare the runs (table printed, markdown + HTML in outputs/demo_report/).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: install
 	$(DTL) data demo --root data/demo
+	$(DTL) data videos data/demo --per-speaker 8
 	$(DTL) train experiment=baseline_demo run_id=demo
 	$(DTL) train experiment=emodiff_demo run_id=demo
 	$(DTL) train experiment=emotion_classifier_demo run_id=demo
 	$(DTL) train experiment=lip_refiner_demo run_id=demo model.emodiff_run=outputs/emodiff_demo/demo \
 		model.emotion_classifier=outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt
+	$(DTL) train experiment=renderer_demo run_id=demo trainer.max_steps=200
 	$(DTL) generate blendshapes --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
 		--audio $(DEMO_AUDIO) --emotion happy --level 3 --fps 30 --out outputs/demo_generated
+	$(PY) -c "import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.astronaut()).save('outputs/demo_portrait.png')"
+	$(DTL) generate video --portrait outputs/demo_portrait.png --audio data/demo/W002/audio/happy/level_3/001.wav \
+		--emotion happy --level 3 --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
+		--renderer outputs/renderer_demo/demo --out outputs/demo_video
+	$(DTL) eval outputs/demo_video/001_happy_level_3.mp4 --portrait outputs/demo_portrait.png --group demo \
+		--out outputs/demo_eval
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric 'test/source/*' --metric test/emotion_accuracy --out outputs/demo_report
@@ -47,4 +56,5 @@ bench: install
 	$(PY) benchmarks/bench_demo_corpus.py
 
 clean-demo:
-	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated outputs/demo_report
+	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated outputs/demo_report outputs/demo_portrait.png \
+		outputs/demo_video outputs/demo_eval

@@ -25,11 +25,25 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     return 0
 
 
+def spread_clip_ids(root: Path, per_speaker: int) -> list[str]:
+    """`per_speaker` clips of each speaker, evenly spread over its clips in id order (emotions and levels mixed)."""
+    from datamodules.corpus import scan_corpus
+
+    manifest = scan_corpus(root, val_speakers=0, test_speakers=0, on_error="skip", progress=False)
+    chosen = []
+    for speaker in manifest.speakers():
+        ids = sorted(r.clip_id for r in manifest.records if r.speaker == speaker)
+        step = max(len(ids) / per_speaker, 1.0)
+        chosen += sorted({ids[int(k * step)] for k in range(min(per_speaker, len(ids)))})
+    return chosen
+
+
 def render_videos(root: Path, *, size: int, view: str = "front", overwrite: bool = False,
-                  limit: int | None = None) -> int:
+                  limit: int | None = None, per_speaker: int | None = None) -> int:
     from rendering.demo_videos import render_demo_videos
 
-    report = render_demo_videos(root, size=size, view=view, overwrite=overwrite, limit=limit)
+    clip_ids = spread_clip_ids(root, per_speaker) if per_speaker else None
+    report = render_demo_videos(root, size=size, view=view, overwrite=overwrite, limit=limit, clip_ids=clip_ids)
     print(f"videos: {report['rendered']} rendered, {report['skipped_valid']} already valid, "
           f"{len(report['failed'])} failed, {report['frames']} frames in {report['seconds']:.1f} s "
           f"-> {root}/<ID>/video/{view}/")
@@ -39,7 +53,8 @@ def render_videos(root: Path, *, size: int, view: str = "front", overwrite: bool
 
 
 def cmd_videos(ns: argparse.Namespace) -> int:
-    return render_videos(Path(ns.corpus), size=ns.size, view=ns.view, overwrite=ns.overwrite, limit=ns.limit)
+    return render_videos(Path(ns.corpus), size=ns.size, view=ns.view, overwrite=ns.overwrite, limit=ns.limit,
+                         per_speaker=ns.per_speaker)
 
 
 def cmd_scan(ns: argparse.Namespace) -> int:
@@ -144,6 +159,8 @@ def main(argv: list[str]) -> int:
     videos.add_argument("--view", default="front")
     videos.add_argument("--overwrite", action="store_true")
     videos.add_argument("--limit", type=int, default=None, help="only the first N clips (by clip id)")
+    videos.add_argument("--per-speaker", type=int, default=None,
+                        help="only N clips of each speaker, spread over its emotions and levels")
     videos.set_defaults(func=cmd_videos)
 
     extract = sub.add_parser("extract", help="fit ARKit tracks and head poses to every video of a MEAD-layout "

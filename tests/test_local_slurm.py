@@ -93,7 +93,7 @@ def test_submitted_training_job_completes_with_checkpoint_and_logs(local_slurm, 
 
 @pytest.mark.slow
 def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, tmp_path):
-    job, env = submit_baseline(local_slurm, tiny_corpus, tmp_path, "trainer.max_steps=600",
+    job, env = submit_baseline(local_slurm, tiny_corpus, tmp_path, "trainer.max_steps=300",
                                "trainer.check_val_every_n_epoch=10", "test=false",
                                "callbacks.last_checkpoint.every_n_train_steps=20")
     run_dir = tmp_path / "outputs" / "baseline_demo" / f"slurm-{job}"
@@ -111,11 +111,11 @@ def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, 
     assert list(run_dir.glob("hpc_ckpt_*.ckpt")), "no requeue checkpoint was saved"
     assert (run_dir / "meta" / "attempt_1").is_dir()
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert final["global_step"] == 600
+    assert final["global_step"] == 300
     resumed_from = torch.load(sorted(run_dir.glob("hpc_ckpt_*.ckpt"))[0], weights_only=True)["global_step"]
     with open(run_dir / "csv" / "attempt_1" / "metrics.csv") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f)]
-    assert 0 < resumed_from < 600 and min(steps) >= resumed_from - 1  # continued, not restarted
+    assert 0 < resumed_from < 300 and min(steps) >= resumed_from - 1  # continued, not restarted
     wandb_id = (run_dir / "wandb_id").read_text().strip()
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(wandb_id in p.name for p in runs)
