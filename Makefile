@@ -31,8 +31,8 @@ demo: install
 	$(DTL) train experiment=emodiff_demo run_id=demo
 	$(DTL) train experiment=emotion_classifier_demo run_id=demo
 	$(DTL) train experiment=lip_refiner_demo run_id=demo model.emodiff_run=outputs/emodiff_demo/demo \
-		model.emotion_classifier=outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt
-	$(DTL) train experiment=renderer_demo run_id=demo trainer.max_steps=200
+		model.emotion_classifier=outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt trainer.max_steps=400
+	$(DTL) train experiment=renderer_demo run_id=demo trainer.max_steps=120
 	$(DTL) generate blendshapes --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
 		--audio $(DEMO_AUDIO) --emotion happy --level 3 --fps 30 --out outputs/demo_generated
 	$(PY) -c "import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.astronaut()).save('outputs/demo_portrait.png')"
@@ -43,7 +43,7 @@ demo: install
 		--out outputs/demo_eval
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
-		--metric 'test/source/*' --metric test/emotion_accuracy --out outputs/demo_report
+		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

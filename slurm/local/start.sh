@@ -51,6 +51,8 @@ MpiDefault=none
 SchedulerType=sched/backfill
 JobRequeue=1
 KillWait=5
+# a requeued job may start again after the credential lifetime (default 120 s): short for the tests
+AuthInfo=cred_expire=10
 MinJobAge=300
 NodeName=localhost CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
