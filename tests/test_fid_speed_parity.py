@@ -9,12 +9,10 @@ import skimage.filters
 import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
-from pytorch_fid.inception import InceptionV3
-from torch import nn
 
-from metrics.fid import FrechetInceptionDistance, fid_inception_architecture
+from inception_helpers import reference_inception, seeded_inception_home
+from metrics.fid import FrechetInceptionDistance
 from metrics.frechet import _range_factor, frechet_distance
-from metrics.weights import REGISTRY
 
 # pytorch-fid 0.3.0 calls scipy's sqrtm(disp=False), which SciPy 1.17 deprecates; the reference is used as it is.
 pytestmark = pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
@@ -149,23 +147,7 @@ def test_metric_compute_matches_pytorch_fid_on_768_d_features(random_inception_h
 
 @pytest.fixture(scope="module")
 def random_inception_home(tmp_path_factory):
-    """A TORCH_HOME holding a seeded He-initialised FID Inception under the official name (features of order 0.1)."""
-    home = tmp_path_factory.mktemp("torch_home")
-    torch.manual_seed(0)
-    network = fid_inception_architecture()
-    for module in network.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    torch.save(network.state_dict(), checkpoints / REGISTRY["fid_inception"].filename)
-    return home
-
-
-def reference_inception(home, dims: int) -> InceptionV3:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TORCH_HOME", str(home))
-        return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]]).eval()
+    return seeded_inception_home(tmp_path_factory.mktemp("torch_home"))
 
 
 def test_channels_last_features_equal_get_activations(random_inception_home, tmp_path):

@@ -17,10 +17,9 @@ import torch
 import torchvision
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance, compute_statistics_of_path, get_activations
-from pytorch_fid.inception import InceptionV3
-from torch import nn
 
-from metrics.fid import FrechetInceptionDistance, fid_inception_architecture
+from inception_helpers import reference_inception, seeded_inception_home
+from metrics.fid import FrechetInceptionDistance
 from metrics.image_quality import SSIM, psnr
 from metrics.lpips_metric import LPIPS, lpips_network
 from metrics.mfcc import syncnet_mfcc, syncnet_mfcc_torch
@@ -81,27 +80,7 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def random_inception_home(tmp_path_factory):
-    """A TORCH_HOME whose hub cache holds a seeded random-weight FID Inception under the official file name.
-
-    Convolutions get He-normal weights so that pool3 features are O(0.1) rather than the ~1e-8 of PyTorch's default
-    init; pytorch-fid's own InceptionV3 then loads the file exactly as it would the published one.
-    """
-    home = tmp_path_factory.mktemp("torch_home")
-    torch.manual_seed(0)
-    network = fid_inception_architecture()
-    for module in network.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    torch.save(network.state_dict(), checkpoints / REGISTRY["fid_inception"].filename)
-    return home
-
-
-def reference_inception(home, dims: int) -> InceptionV3:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TORCH_HOME", str(home))
-        return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]]).eval()
+    return seeded_inception_home(tmp_path_factory.mktemp("torch_home"))
 
 
 def test_fid_pool3_features_and_statistics_match_pytorch_fid(random_inception_home, tmp_path):
