@@ -6,22 +6,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip
 from datamodules.corpus import load_track, scan_corpus
 from datamodules.feature_cache import FeatureCache, precompute_features
 from datamodules.features import FeatureConfig, FeatureStats, frame_loudness_db
 from datamodules.manifest import Manifest
+from datamodules.split_loaders import SplitLoadersDataModule
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.jsonl"
 
 
-class BlendshapeDataModule(L.LightningDataModule):
+class BlendshapeDataModule(SplitLoadersDataModule):
     """Scans (or loads) the manifest, fills the feature cache, and serves blendshape windows.
 
     `prepare_data` (one process per node) builds the demo corpus when asked, validates the corpus into
@@ -110,21 +109,6 @@ class BlendshapeDataModule(L.LightningDataModule):
         self.datasets = {name: BlendshapeWindowDataset(clips, speakers, train=name == "train", **kw)
                          for name, clips in splits.items()}
         log.info("clips: %s", {k: len(v) for k, v in splits.items()})
-
-    def _loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.hparams.batch_size, shuffle=split == "train",
-                          drop_last=split == "train" and len(self.datasets[split]) > self.hparams.batch_size,
-                          num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def state_dict(self) -> dict[str, Any]:
         """The audio normalisation travels with every checkpoint."""

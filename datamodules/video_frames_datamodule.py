@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from datamodules.corpus import scan_corpus
 from datamodules.io_utils import atomic_save_npz
 from datamodules.manifest import ClipRecord, Manifest
 from datamodules.mead import EMOTION_INDEX
+from datamodules.split_loaders import SplitLoadersDataModule
 from metrics.mfcc import syncnet_mfcc
 from metrics.syncnet import MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES
 from metrics.video_io import VideoReadError, read_audio_track, read_frames
@@ -275,7 +275,7 @@ def select_records(records: list[ClipRecord], levels: Iterable[int] | None, sent
     return kept
 
 
-class VideoFramesDataModule(L.LightningDataModule):
+class VideoFramesDataModule(SplitLoadersDataModule):
     """Face crops of a MEAD-layout corpus's videos, split by held-out speakers, for `task` "emotion" or "sync".
 
     prepare_data builds the demo corpus and renders its videos when asked (only the selected clips), scans the
@@ -375,18 +375,3 @@ class VideoFramesDataModule(L.LightningDataModule):
                 self.datasets[name] = SyncWindowDataset(clips, train, hp.windows_per_clip, hp.min_shift,
                                                         hp.eval_shift, hp.eval_stride)
         log.info("video clips: %s", {k: len(v) for k, v in self.clips.items()})
-
-    def _loader(self, split: str) -> DataLoader:
-        dataset = self.datasets[split]
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=split == "train",
-                          drop_last=split == "train" and len(dataset) > self.hparams.batch_size,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

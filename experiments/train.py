@@ -24,17 +24,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (resuming when the run directory holds a checkpoint), then test the best checkpoint."""
     L.seed_everything(cfg.seed, workers=True)
     state = prepare_run(cfg)
+    uses_wandb = "wandb" in (cfg.get("logger") or {})
     with open_dict(cfg):
-        if "wandb" in (cfg.get("logger") or {}):
+        if uses_wandb:
             cfg.logger.wandb.id = state.wandb_id
         if "csv" in (cfg.get("logger") or {}):
             cfg.logger.csv.version = f"attempt_{state.attempt}"
-
-    if "wandb" in (cfg.get("logger") or {}):
+    if uses_wandb:
         import wandb
 
-        if wandb.run is not None:  # a run left open in this process would swallow this run's logs
-            wandb.finish()
+        wandb.finish()  # a run left open in this process would swallow this run's logs (no-op without one)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
@@ -55,9 +54,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         log.info("metrics: %s", metrics)
     finally:
-        for lg in loggers:  # release the W&B run now (also after an error), not at interpreter exit
-            if isinstance(lg, L.pytorch.loggers.WandbLogger) and lg._experiment is not None:
-                lg.experiment.finish()
+        if uses_wandb:
+            wandb.finish()  # release the run now, also after an error, not at interpreter exit
     return metrics
 
 

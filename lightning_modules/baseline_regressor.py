@@ -12,6 +12,7 @@ from torch import nn
 from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.losses import masked_weighted_mse
+from lightning_modules.optimization import optimizer_config
 
 
 def velocity(x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +68,4 @@ class BaselineRegressor(L.LightningModule):
         self.test_metrics.log_epoch(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_config("BaselineRegressor", self.optimizer_factory, self.scheduler_factory, self.parameters())

@@ -15,6 +15,7 @@ from lightning_modules.diffusion import (cfg_denoise, ddim_sample, ddpm_sample, 
                                          prediction_target, q_sample)
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.losses import masked_weighted_mse
+from lightning_modules.optimization import optimizer_config
 
 CONDITION_KEYS = ("audio", "style", "style_mask", "emotion", "level", "init")
 
@@ -205,8 +206,4 @@ class EmoDiff(L.LightningModule):
         self.test_metrics.log_epoch(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.denoiser.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_config("EmoDiff", self.optimizer_factory, self.scheduler_factory, self.denoiser.parameters())

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.arkit import NUM_BLENDSHAPES
 from datamodules.mead import NUM_EMOTIONS
+from lightning_modules.optimization import optimizer_config
 
 
 class BlendshapeEmotionClassifier(L.LightningModule):
@@ -55,10 +56,8 @@ class BlendshapeEmotionClassifier(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_accuracy)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.optimizer_factory is None:
-            raise ValueError("BlendshapeEmotionClassifier was built without an optimizer: it cannot be trained")
-        return self.optimizer_factory(params=self.parameters())
+    def configure_optimizers(self) -> dict[str, Any]:
+        return optimizer_config("BlendshapeEmotionClassifier", self.optimizer_factory, None, self.parameters())
 
     @classmethod
     def load_frozen(cls, path: str | Path) -> "BlendshapeEmotionClassifier":

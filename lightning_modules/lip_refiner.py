@@ -13,6 +13,7 @@ from torch import nn
 from datamodules.arkit import MOUTH_INDICES
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.mouth_perturbation import perturb_mouth
+from lightning_modules.optimization import optimizer_config
 from metrics.blendshape import EmotionAccuracy
 
 SOURCES = ("perturbed", "emodiff", "mixed")
@@ -176,10 +177,4 @@ class LipRefiner(L.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        if self.optimizer_factory is None:
-            raise ValueError("LipRefiner was built without an optimizer: it cannot be trained")
-        optimizer = self.optimizer_factory(params=self.net.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_config("LipRefiner", self.optimizer_factory, self.scheduler_factory, self.net.parameters())

@@ -14,6 +14,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from datamodules.video_frames_datamodule import lower_half_window, normalised_mfcc
 from lightning_modules.networks.syncnet_expert import SyncExpertNet
+from lightning_modules.optimization import optimizer_config
 from metrics.syncnet import (MAX_OFFSET, MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES, LipSyncScore, lip_sync_score,
                              offset_distances)
 
@@ -63,14 +64,8 @@ class SyncNetExpert(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_auc)
 
-    def configure_optimizers(self) -> Any:
-        if self.optimizer_factory is None:
-            raise ValueError("SyncNetExpert was built without an optimizer: it cannot be trained")
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "step"}}
+    def configure_optimizers(self) -> dict[str, Any]:
+        return optimizer_config("SyncNetExpert", self.optimizer_factory, self.scheduler_factory, self.parameters())
 
     @torch.no_grad()
     def embeddings(self, faces: np.ndarray, audio: np.ndarray, batch_size: int = 128

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from datamodules.mead import NUM_EMOTIONS
 from datamodules.video_frames_datamodule import as_image_tensor
 from lightning_modules.networks.frame_emotion_cnn import FrameEmotionCNN
+from lightning_modules.optimization import optimizer_config
 
 
 class VideoEmotionClassifier(L.LightningModule):
@@ -77,14 +78,9 @@ class VideoEmotionClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_clip_accuracy("test")
 
-    def configure_optimizers(self) -> Any:
-        if self.optimizer_factory is None:
-            raise ValueError("VideoEmotionClassifier was built without an optimizer: it cannot be trained")
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "step"}}
+    def configure_optimizers(self) -> dict[str, Any]:
+        return optimizer_config("VideoEmotionClassifier", self.optimizer_factory, self.scheduler_factory,
+                                self.parameters())
 
     @torch.no_grad()
     def video_probabilities(self, faces: np.ndarray, batch_size: int = 64) -> torch.Tensor:
