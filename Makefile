@@ -4,7 +4,8 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 DTL     := $(VENV)/bin/dtl
 STAMP   := $(VENV)/.installed-stamp
-PYTEST_ARGS ?=
+# one worker per core; tests sharing a trained model or the local Slurm stay on one worker (tests/conftest.py)
+PYTEST_ARGS ?= -n auto --dist loadgroup
 
 .PHONY: install demo test test-fast bench clean-demo
 

@@ -1,5 +1,5 @@
 """`dtl data`: build the demo corpus (and its videos), validate a corpus into a manifest, precompute audio features,
-extract ARKit tracks from videos."""
+learn an expression prior from ARKit tracks, extract ARKit tracks from videos."""
 
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ def cmd_extract(ns: argparse.Namespace) -> int:
     from datamodules.extraction.extract import (ExtractError, ExtractOptions, excluded_clip_ids, parse_shard,
                                                 run_extraction)
     from datamodules.extraction.quality import QualityThresholds
+    from experiments.slurm_requeue import requeue_on_sigusr1
 
     corpus = Path(ns.corpus)
     thresholds = QualityThresholds(max_residual=ns.max_residual, min_face_share=ns.min_quality_face_share,
@@ -102,7 +103,8 @@ def cmd_extract(ns: argparse.Namespace) -> int:
                                  backend=ns.backend, workers=ns.workers, shard=parse_shard(ns.shard), csv=ns.csv,
                                  limit=ns.limit, device=ns.device, min_face_share=ns.min_face_share,
                                  thresholds=thresholds, model=ns.model, model_sha256=ns.model_sha256,
-                                 retry_failed=ns.retry_failed)
+                                 retry_failed=ns.retry_failed, prior=Path(ns.prior) if ns.prior else None)
+        requeue_on_sigusr1()  # under Slurm: requeued before the time limit, the next start skips the clips done
         report = run_extraction(options)
     except ExtractError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -124,7 +126,22 @@ def cmd_extract(ns: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def main(argv: list[str]) -> int:
+def cmd_prior(ns: argparse.Namespace) -> int:
+    from datamodules.extraction.expression_prior import PriorError, prior_from_tracks
+
+    try:
+        prior = prior_from_tracks(ns.source, ns.speakers, min_std=ns.min_std)
+    except PriorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    prior.save(ns.out)
+    who = ", ".join(prior.speakers)
+    print(f"expression prior from {prior.frames} frames of {len(prior.speakers)} speakers ({who}); Ledoit-Wolf "
+          f"shrinkage {prior.shrinkage:.3f} -> {ns.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dtl data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -171,7 +188,8 @@ def main(argv: list[str]) -> int:
     extract.add_argument("--fps", type=float, default=25.0, help="rate the frames are decoded and tracks written at")
     extract.add_argument("--backend", choices=["fit", "mediapipe"], default="fit")
     extract.add_argument("--workers", type=int, default=1, help="clips in parallel (processes)")
-    extract.add_argument("--shard", default="0/1", help="K/N: only every N-th clip from the K-th (0 <= K < N)")
+    extract.add_argument("--shard", default="0/1", help="K/N: only every N-th clip from the K-th (0 <= K < N); "
+                         "K = array: this Slurm array task's id (`dtl submit extract` writes that)")
     extract.add_argument("--csv", action="store_true", help="also write Live Link Face CSVs to <ID>/livelink/...")
     extract.add_argument("--limit", type=int, default=None, help="only the first N clips (by clip id)")
     extract.add_argument("--device", default="cpu", help="torch device of the fit")
@@ -185,10 +203,18 @@ def main(argv: list[str]) -> int:
     extract.add_argument("--min-quality-face-share", type=float, default=0.9)
     extract.add_argument("--max-landmark-jitter", type=float, default=0.05)
     extract.add_argument("--max-coeff-jitter", type=float, default=0.08)
+    extract.add_argument("--prior", help="fit: an expression prior (.npz from `dtl data prior`) for a MAP fit")
     extract.add_argument("--manifest", help="then scan the output root into this manifest (JSONL)")
     extract.add_argument("--exclude-below", action="store_true",
                          help="leave the clips below the quality thresholds out of --manifest")
     extract.set_defaults(func=cmd_extract)
+
+    prior = sub.add_parser("prior", help="learn a Gaussian expression prior for `extract --prior` from ARKit tracks")
+    prior.add_argument("source", help="a corpus (<ID>/arkit/**.npy or Live Link Face .csv) or a manifest.jsonl")
+    prior.add_argument("--out", required=True, help="the prior file to write (.npz)")
+    prior.add_argument("--speakers", nargs="+", default=None, help="only these speakers' tracks")
+    prior.add_argument("--min-std", type=float, default=0.01, help="floor under every shape's standard deviation")
+    prior.set_defaults(func=cmd_prior)
 
     feats = sub.add_parser("features", help="precompute audio features into the cache")
     feats.add_argument("source", help="a manifest.jsonl or a corpus directory")
@@ -197,6 +223,9 @@ def main(argv: list[str]) -> int:
     feats.add_argument("--fps", type=float, default=25.0)
     feats.add_argument("--workers", type=int, default=2)
     feats.set_defaults(func=cmd_features)
+    return parser
 
-    ns = parser.parse_args(argv)
+
+def main(argv: list[str]) -> int:
+    ns = build_parser().parse_args(argv)
     return ns.func(ns)

@@ -1,5 +1,5 @@
 """`dtl eval GENERATED [--reference REF] ...`: score a folder of generated videos (against references matched by
-relative path or clip id) with LSE-C/LSE-D, FID, LPIPS, PSNR/SSIM, CPBD, identity, emotion accuracy and M-LMD/F-LMD; write
+relative path or clip id), or first generate a trained run's test split into it (`--checkpoint`), with LSE-C/LSE-D, FID, LPIPS, PSNR/SSIM, CPBD, identity, emotion accuracy and M-LMD/F-LMD; write
 metrics.json, per_video.csv and metrics.md, and log a W&B run with job_type=eval."""
 
 from __future__ import annotations
@@ -101,7 +101,20 @@ def _options_dict(options: EvalOptions) -> dict[str, Any]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="dtl eval", description=__doc__)
-    parser.add_argument("generated", type=Path, help="a generated video or a folder of them (searched recursively)")
+    parser.add_argument("generated", type=Path, help="a generated video or a folder of them (searched recursively); "
+                        "with --checkpoint, the folder to generate into")
+    generation = parser.add_argument_group(
+        "generate, then evaluate", "with --checkpoint: generate every clip of the run's split that has a reference "
+        "video (portrait: its first frame; the clip's speech, emotion and level) into GENERATED/videos, keeping "
+        "videos an earlier call wrote, then score them against the corpus's videos")
+    generation.add_argument("--checkpoint", type=Path, help="an EmoDiff run directory or checkpoint")
+    generation.add_argument("--renderer", type=Path, help="a renderer (face-vid2vid) run directory or checkpoint")
+    generation.add_argument("--refiner", type=Path, help="a lip-refinement run directory or checkpoint")
+    generation.add_argument("--split", default="test", choices=("train", "val", "test"))
+    generation.add_argument("--limit", type=int, help="the first N clips of the split only")
+    generation.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
+    generation.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    generation.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", type=Path, help="folder of reference videos, matched by relative path or "
                         "clip id (<ID>/video/<view>/<emotion>/level_<k>/<NNN>.mp4 -> <ID>_<emotion>_level_<k>_<NNN>)")
     parser.add_argument("--portrait", type=Path, help="the identity image (default: each reference's first frame)")
@@ -144,15 +157,37 @@ def main(argv: list[str] | None = None) -> int:
                           identity_backbone=args.identity_backbone, arcface_weights=args.arcface_weights,
                           arcface_sha256=args.arcface_sha256, face_stride=max(args.face_stride, 1),
                           device=args.device)
-    out = args.out or args.generated.resolve().parent / f"eval_{args.generated.resolve().stem}"
+    if args.checkpoint is None and (args.renderer or args.refiner):
+        print("dtl eval: error: --renderer and --refiner need --checkpoint (the EmoDiff run to generate with)",
+              file=sys.stderr)
+        return 2
+    if args.checkpoint is not None and args.renderer is None:
+        print("dtl eval: error: --checkpoint needs --renderer (the face-vid2vid run that makes the videos)",
+              file=sys.stderr)
+        return 2
+    generated, reference, group = args.generated, args.reference, args.group
+    if args.checkpoint is not None:
+        from experiments.evaluation_generation import generate_split
+
+        try:
+            made = generate_split(args.checkpoint, args.renderer, args.generated, refiner=args.refiner,
+                                  split=args.split, limit=args.limit, steps=args.steps, guidance=args.guidance,
+                                  seed=args.seed, device=args.device)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"dtl eval: error: {e}", file=sys.stderr)
+            return 1
+        print(f"dtl eval: {args.split} split: {len(made.generated)} videos generated, {len(made.kept)} kept from "
+              f"an earlier call, in {made.videos}", file=sys.stderr)
+        generated, reference, group = made.videos, reference or made.corpus, group or made.group
+    out = args.out or generated.resolve().parent / f"eval_{generated.resolve().stem}"
     try:
-        result = evaluate(args.generated, args.reference, options, on_error=args.on_error)
+        result = evaluate(generated, reference, options, on_error=args.on_error)
     except (EvaluationInputError, VideoReadError, ValueError, FileNotFoundError) as e:
         print(f"dtl eval: error: {e}", file=sys.stderr)
         return 1
     paths = write_outputs(out, result)
     if not args.no_wandb:
-        result["wandb_dir"] = log_to_wandb(result, out, args.group, args.project, args.name)
+        result["wandb_dir"] = log_to_wandb(result, out, group, args.project, args.name)
     for group, reason in result["skipped"].items():
         print(f"dtl eval: {group} not computed: {reason}", file=sys.stderr)
     print(paths["markdown"].read_text())

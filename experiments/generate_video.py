@@ -41,8 +41,12 @@ class Portrait:
 
 
 def prepare_portrait(path: str | Path, size: int) -> Portrait:
-    image = load_portrait(path)
-    box = detect_crop_box(image, source=path)
+    return portrait_from_image(load_portrait(path), size, source=path)
+
+
+def portrait_from_image(image: np.ndarray, size: int, source: str | Path = "image") -> Portrait:
+    """An RGB uint8 image's face, detected, cropped and resized; PortraitError naming `source` without a face."""
+    box = detect_crop_box(image, source=source)
     face = crop(image, box, size)
     return Portrait(image=image, box=box, source=torch.from_numpy(face).permute(2, 0, 1).float() / 255.0)
 
@@ -50,17 +54,20 @@ def prepare_portrait(path: str | Path, size: int) -> Portrait:
 def generate_video(trained: TrainedModel, renderer: TrainedRenderer, portrait: Portrait, audio_path: Path,
                    emotion: str, level: int, out_dir: Path, *, refiner: TrainedModel | None = None,
                    style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
-                   seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True) -> dict:
-    """Write <stem>_<emotion>_level_<L>{.mp4,_avatar.mp4,_arkit.csv} under out_dir; returns their paths and timings."""
+                   seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
+                   stem: str | None = None, side_dir: Path | None = None) -> dict:
+    """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv} under side_dir (default: out_dir), the stem
+    defaulting to <audio stem>_<emotion>_level_<L>; returns their paths and timings."""
     timings = {}
     start = time.perf_counter()
     track = generate_blendshapes(trained, audio_path, emotion, level, style_path=style_path, steps=steps,
                                  guidance=guidance, seed=seed, refiner=refiner)
     timings["blendshapes_s"] = time.perf_counter() - start
     fps = trained.fps
-    stem = f"{audio_path.stem}_{emotion}_level_{level}"
-    paths = {"video": out_dir / f"{stem}.mp4", "avatar": out_dir / f"{stem}_avatar.mp4",
-             "arkit": out_dir / f"{stem}_arkit.csv"}
+    stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
+    side_dir = side_dir or out_dir
+    paths = {"video": out_dir / f"{stem}.mp4", "avatar": side_dir / f"{stem}_avatar.mp4",
+             "arkit": side_dir / f"{stem}_arkit.csv"}
     write_live_link_csv(paths["arkit"], LiveLinkTrack(blendshapes=track, fps=fps))
 
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""`dtl submit experiment=... [overrides]`: render an sbatch script from the composed config and submit it."""
+"""`dtl submit experiment=... [overrides]`: render an sbatch script from the composed config and submit it
+(`dtl submit extract CORPUS --shards N`: ARKit extraction as a job array, experiments/submit_extract.py)."""
 
 from __future__ import annotations
 
@@ -46,11 +47,12 @@ def device_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
 
 def render_sbatch(cfg: DictConfig, overrides: list[str], python: str = sys.executable, *, array: str | None = None,
-                  command: list[str] | None = None, extra_setup: Sequence[str] = ()) -> str:
+                  command: list[str] | None = None, extra_setup: Sequence[str] = (), about: str | None = None) -> str:
     """The sbatch script: resources, requeue on SIGUSR1, one srun task per device running `dtl train`.
 
     `array` makes it a job array (`--array=SPEC`, one log per task); `command` replaces the `dtl train` line
-    (the caller then adds `device_overrides` itself); `extra_setup` are shell lines run after launcher.setup.
+    (the caller then adds `device_overrides` itself); `extra_setup` are shell lines run after launcher.setup;
+    `about` replaces the script's comment on where the job's outputs go.
     """
     launch = cfg.launcher
     gpus = int(launch.gpus_per_node)
@@ -76,8 +78,9 @@ def render_sbatch(cfg: DictConfig, overrides: list[str], python: str = sys.execu
         if launch.get(key):
             lines.append(f"#SBATCH --{key}={launch[key]}")
     lines += [f"#SBATCH {option}" for option in launch.extra_sbatch]
-    where = ("each array task trains one point of the sweep in its own run directory, the same after a requeue"
-             if array else "the run directory is outputs/<experiment>/slurm-<job id>, the same after a requeue")
+    where = about or ("each array task trains one point of the sweep in its own run directory, the same after a "
+                      "requeue" if array else "the run directory is outputs/<experiment>/slurm-<job id>, the same "
+                      "after a requeue")
     lines += ["", f"# dreamtalk-lab: {where}.",
               "set -euo pipefail", f"cd {shlex.quote(str(Path.cwd()))}",
               "# one OpenMP thread per allotted CPU: more threads than cores spin against each other",
@@ -100,6 +103,10 @@ def sbatch_submit(script_path: Path, env: dict[str, str] | None = None) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["extract"]:
+        from experiments.submit_extract import main as submit_extract
+
+        return submit_extract(argv[1:])
     parser = argparse.ArgumentParser(prog="dtl submit", description=__doc__)
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=emodiff_demo launcher.gpus_per_node=4")

@@ -35,7 +35,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
         wandb.finish()  # a run left open in this process would swallow this run's logs (no-op without one)
 
-    datamodule = hydra.utils.instantiate(cfg.data)
+    # plain lists and dicts, not OmegaConf containers: Lightning stores the datamodule's arguments in every
+    # checkpoint, which then would not load with torch.load(weights_only=True) (e.g. data.test_speakers=[M001])
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))

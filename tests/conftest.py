@@ -10,8 +10,28 @@ import pytest
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one OpenMP thread per xdist worker: workers' spinning thread pools fighting over the cores slow training 10-30x
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests sharing an expensive session fixture run on one xdist worker (`-n auto --dist loadgroup`, as `make test`
+# does), which builds it once; one local Slurm per machine, so its tests share a worker too.
+XDIST_GROUPS = {
+    "local_slurm": "slurm",
+    "trained_emodiff": "trained_blendshape_models",
+    "trained_emotion_classifier": "trained_blendshape_models",
+    "video_corpus": "rendered_video_corpus",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        groups = {XDIST_GROUPS[name] for name in getattr(item, "fixturenames", ()) if name in XDIST_GROUPS}
+        assert len(groups) <= 1, f"{item.nodeid} needs fixtures of two xdist groups {sorted(groups)}: merge them"
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups.pop()))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
-"""`dtl data extract`: rig calibration, the fit, round trip on rendered demo videos, astronaut, resume, backends."""
+"""`dtl data extract`: rig calibration, the fit, the expression prior, round trip on rendered demo videos (with and
+without a prior), astronaut, resume, backends."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,8 +19,12 @@ import pytest
 import torch
 
 from datamodules.arkit import ARKIT_NAMES, INDEX, MEDIAPIPE_NAMES, MOUTH_INDICES
-from datamodules.extraction.extract import (ExtractError, ExtractOptions, find_videos, parse_shard, run_extraction,
-                                            select)
+from datamodules.corpus import load_track
+from datamodules.manifest import ClipRecord, Manifest
+from datamodules.extraction.expression_prior import (ExpressionPrior, MomentSums, PriorError, learn_prior,
+                                                     prior_from_tracks)
+from datamodules.extraction.extract import (ExtractError, ExtractOptions, find_videos, is_done, parse_shard,
+                                            prior_sha256, run_extraction, select)
 from datamodules.extraction.landmark_fit import RigCamera, fit_landmarks, fit_speaker
 from datamodules.extraction.mediapipe_backend import (MODEL_URL, MediaPipeBackend, MediaPipeUnavailableError,
                                                       matrix_to_pose, resolve_model, scores_to_arkit)
@@ -117,6 +123,149 @@ def test_astronaut_fit_converges_and_reads_a_smile(calibration):
     assert np.abs(fit.poses[0, :3]).max() < 15  # a nearly frontal portrait
 
 
+# --- the expression prior ---------------------------------------------------------------------------------------
+
+def _write_track(root: Path, speaker: str, sentence: str, track: np.ndarray, csv: bool = False) -> Path:
+    from datamodules.arkit import LiveLinkTrack, write_live_link_csv
+
+    path = root / speaker / "arkit" / "neutral" / "level_1" / f"{sentence}{'.csv' if csv else '.npy'}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if csv:
+        write_live_link_csv(path, LiveLinkTrack(track, 60.0))
+    else:
+        np.save(path, track.astype(np.float32))
+    return path
+
+
+def _correlated_tracks(rng: np.random.Generator, frames: int) -> np.ndarray:
+    """Tracks where mouthPress follows mouthClose (r about 0.8) and jawOpen moves against it, the rest noise."""
+    track = rng.uniform(0.0, 0.2, (frames, 52))
+    close = rng.uniform(0.0, 0.8, frames)
+    track[:, INDEX["mouthClose"]] = close
+    track[:, INDEX["mouthPressLeft"]] = np.clip(0.6 * close + rng.normal(0, 0.1, frames), 0, 1)
+    track[:, INDEX["jawOpen"]] = np.clip(0.7 - 0.5 * close + rng.normal(0, 0.1, frames), 0, 1)
+    return track
+
+
+def test_prior_learns_a_known_correlation_from_npy_and_live_link_tracks(tmp_path):
+    """The prior's correlations are the tracks'; the covariance is Ledoit-Wolf's (checked against scikit-learn)
+    plus the floor; --speakers keeps only those speakers' files."""
+    from sklearn.covariance import ledoit_wolf
+
+    rng = np.random.default_rng(0)
+    a, b, c = _correlated_tracks(rng, 1500), _correlated_tracks(rng, 900), rng.uniform(0, 1, (400, 52))
+    files = [_write_track(tmp_path, "A001", "001", a),
+             _write_track(tmp_path, "A001", "002", b, csv=True)]  # a Live Link Face capture, read by column name
+    _write_track(tmp_path, "B002", "001", c)  # uncorrelated: left out by the speaker choice
+    prior = prior_from_tracks(tmp_path, ["A001"], progress=False)
+    frames = np.concatenate([load_track(f)[0] for f in files]).astype(np.float64)  # as stored (float32, CSV text)
+    assert prior.frames == 2400 and prior.speakers == ("A001",)
+    empirical = np.corrcoef(frames[:, INDEX["mouthClose"]], frames[:, INDEX["mouthPressLeft"]])[0, 1]
+    assert empirical > 0.75
+    assert prior.correlation("mouthClose", "mouthPressLeft") == pytest.approx(empirical, abs=0.02)
+    assert prior.correlation("mouthClose", "jawOpen") < -0.7
+    assert abs(prior.correlation("mouthClose", "browInnerUp")) < 0.1
+    np.testing.assert_allclose(prior.mean, frames.mean(0), atol=1e-9)
+    shrunk, shrinkage = ledoit_wolf(frames)
+    np.testing.assert_allclose(prior.covariance - prior.min_std ** 2 * np.eye(52), shrunk, atol=1e-10)
+    assert prior.shrinkage == pytest.approx(shrinkage, abs=1e-9)
+    # a likely frame (mouth closed and pressed, jaw shut) is nearer the mean than the same values recombined
+    likely = prior.mean.copy()
+    likely[[INDEX["mouthClose"], INDEX["mouthPressLeft"], INDEX["jawOpen"]]] = [0.7, 0.42, 0.35]
+    unlikely = likely.copy()
+    unlikely[INDEX["mouthPressLeft"]] = 0.0
+    assert prior.mahalanobis(likely[None])[0] < prior.mahalanobis(unlikely[None])[0]
+    everyone = prior_from_tracks(tmp_path, progress=False)
+    assert everyone.frames == 2800 and everyone.speakers == ("A001", "B002")
+    records = [ClipRecord(f"A001_neutral_level_1_{f.stem}", "A001", "neutral", 1, f.stem, "", str(f), None, 25.0,
+                          0, 0.0, "train") for f in files]
+    Manifest(records=records, root=str(tmp_path)).save(tmp_path / "manifest.jsonl")
+    listed = prior_from_tracks(tmp_path / "manifest.jsonl", progress=False)  # a manifest lists the same tracks
+    np.testing.assert_array_equal(listed.covariance, prior.covariance)
+    sums = MomentSums()  # streaming in pieces gives the same estimate as one piece
+    for piece in np.array_split(frames, 7):
+        sums.add(piece)
+    np.testing.assert_allclose(sums.ledoit_wolf()[1], shrunk, atol=1e-10)
+
+
+def test_prior_saves_loads_and_names_the_file_and_problem(tmp_path):
+    rng = np.random.default_rng(1)
+    prior = learn_prior([_correlated_tracks(rng, 300)], speakers=["A001"])
+    path = tmp_path / "priors" / "prior.npz"
+    prior.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["prior.npz"]  # written atomically: no temporary left
+    loaded = ExpressionPrior.load(path)
+    np.testing.assert_array_equal(loaded.mean, prior.mean)
+    np.testing.assert_array_equal(loaded.covariance, prior.covariance)
+    assert (loaded.frames, loaded.shrinkage, loaded.min_std, loaded.speakers) == (300, prior.shrinkage, 0.01,
+                                                                                   ("A001",))
+    assert loaded.precision([INDEX["jawOpen"], INDEX["mouthClose"]]).shape == (2, 2)
+
+    with pytest.raises(PriorError, match=r"missing\.npz: no such expression prior file"):
+        ExpressionPrior.load(tmp_path / "missing.npz")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file")
+    with pytest.raises(PriorError, match=r"garbage\.npz: unreadable expression prior"):
+        ExpressionPrior.load(garbage)
+    other = tmp_path / "other.npz"
+    np.savez(other, mean=prior.mean)
+    with pytest.raises(PriorError, match=r"other\.npz: not an expression prior"):
+        ExpressionPrior.load(other)
+    fields = dict(np.load(path))
+    np.savez(tmp_path / "short.npz", **{**fields, "mean": prior.mean[:51]})
+    with pytest.raises(PriorError, match=r"short\.npz: an expression prior needs a \(52,\) mean"):
+        ExpressionPrior.load(tmp_path / "short.npz")
+    np.savez(tmp_path / "indefinite.npz", **{**fields, "covariance": -np.eye(52)})
+    with pytest.raises(PriorError, match=r"indefinite\.npz: the prior's covariance is not positive definite"):
+        ExpressionPrior.load(tmp_path / "indefinite.npz")
+
+    with pytest.raises(PriorError, match=r"bad\.npy: a track must be \(frames, 52\), got \(10, 51\)"):
+        learn_prior([np.zeros((10, 51))], names=["bad.npy"])
+    with pytest.raises(PriorError, match="NaN or inf"):
+        learn_prior([np.full((10, 52), np.nan)])
+    with pytest.raises(PriorError, match="at least 2 frames"):
+        learn_prior([np.zeros((1, 52))])
+    corpus = tmp_path / "corpus"
+    short = _write_track(corpus, "A001", "001", np.zeros((10, 52)))
+    np.save(short, np.zeros((10, 50), np.float32))
+    with pytest.raises(PriorError, match=r"001\.npy: track has 50 columns"):
+        prior_from_tracks(corpus, progress=False)
+    with pytest.raises(PriorError, match=r"no tracks of the speakers \['Z009'\]"):
+        prior_from_tracks(corpus, ["Z009"], progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PriorError, match="empty: no ARKit tracks"):
+        prior_from_tracks(tmp_path / "empty", progress=False)
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    with pytest.raises(PriorError, match=r"notes\.txt: neither a corpus folder nor a readable manifest"):
+        prior_from_tracks(tmp_path / "notes.txt", progress=False)
+    with pytest.raises(PriorError, match="nowhere: no such corpus folder or manifest"):
+        prior_from_tracks(tmp_path / "nowhere", progress=False)
+
+
+def test_prior_tells_apart_shapes_the_landmarks_confuse(calibration, tiny_corpus):
+    """Exact model landmarks of M001's angry and sad clips (mouthPress, frowns, shrugs): with a prior learned from
+    M003/W004's tracks the mouth shapes correlate better with the truth than with the L1 pull alone."""
+    prior = prior_from_tracks(tiny_corpus, ["M003", "W004"], progress=False)
+    clips = [np.load(tiny_corpus / "M001" / "arkit" / e / "level_3" / "001.npy") for e in ("angry", "sad")]
+    truth = np.concatenate(clips).astype(np.float64)
+    T = len(truth)
+    points = calibration.neutral + (truth @ calibration.deltas.reshape(52, -1)).reshape(T, 68, 3)
+    pixels = RigCamera(calibration)(torch.as_tensor(points), torch.zeros(T, 6, dtype=torch.float64)).numpy()
+    pixels += np.random.default_rng(0).normal(0, 0.3, pixels.shape)
+    shape = {"identity": np.zeros(len(calibration.identity)), "offset": np.zeros((68, 3)), "starts": [len(clips[0])]}
+    moving = [i for i in MOUTH_INDICES if truth[:, i].std() > 0.02]
+    scores = {}
+    for name, p in (("L1 only", None), ("prior", prior)):
+        fit = fit_landmarks(pixels, calibration, prior=p, **shape)
+        r = {ARKIT_NAMES[i]: _pearson(truth[:, i], fit.coeffs[:, i]) for i in moving}
+        scores[name] = (float(np.mean(list(r.values()))), float(np.abs(fit.coeffs - truth)[:, moving].mean()), r)
+        assert fit.normalised_residual < 0.01
+    print({k: (round(v[0], 3), round(v[1], 3), {n: round(x, 2) for n, x in v[2].items()}) for k, v in scores.items()})
+    (r_l1, mae_l1, _), (r_prior, mae_prior, by_shape) = scores["L1 only"], scores["prior"]
+    assert r_prior > r_l1 + 0.08 and mae_prior < 0.93 * mae_l1  # measured r 0.76 -> 0.88, error 0.063 -> 0.056
+    assert by_shape["mouthPressLeft"] > 0.8 and by_shape["jawForward"] > 0.8
+
+
 # --- the round trip on rendered demo videos ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -145,13 +294,12 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else 0.0
 
 
-@pytest.mark.slow
-def test_round_trip_on_rendered_demo_videos(rendered_corpus, tmp_path, cache_dir):
-    """Tracks recovered from videos rendered from known tracks correlate with them; emotions and head sway show."""
+def _round_trip(rendered_corpus: Path, out: Path, cache_dir: str, prior: Path | None = None) -> dict:
+    """Extract the rendered corpus into `out` and compare with the tracks and head sway the videos were made from."""
     from rendering.demo_videos import head_motion
 
-    out = tmp_path / "extracted"
-    options = ExtractOptions(corpus=rendered_corpus, out=out, workers=1, cache_dir=cache_dir, progress=False)
+    options = ExtractOptions(corpus=rendered_corpus, out=out, workers=1, cache_dir=cache_dir, progress=False,
+                             prior=prior)
     report = run_extraction(options)
     assert report.extracted == report.clips == len(ROUND_TRIP_SPEAKERS) * len(ROUND_TRIP_CLIPS), report
     truth, found, by_emotion, pose_error, pose_size = [], [], {}, [], []
@@ -170,24 +318,64 @@ def test_round_trip_on_rendered_demo_videos(rendered_corpus, tmp_path, cache_dir
         record = json.loads((out / "extraction" / "clips" / f"{clip.clip_id}.json").read_text())
         assert record["quality"]["face_share"] == 1.0 and record["quality"]["residual"] < 0.04
     truth, found = np.concatenate(truth), np.concatenate(found)
-    jaw = _pearson(truth[:, INDEX["jawOpen"]], found[:, INDEX["jawOpen"]])
     moving = [i for i in MOUTH_INDICES if truth[:, i].std() > 0.02]  # mouth shapes these clips move at all
     mouth = {ARKIT_NAMES[i]: _pearson(truth[:, i], found[:, i]) for i in moving}
-    mean_mouth = float(np.mean(list(mouth.values())))
-    smile = {e: float(np.concatenate(v)[:, SMILE].mean()) for e, v in by_emotion.items()}
-    frown = {e: float(np.concatenate(v)[:, FROWN].mean()) for e, v in by_emotion.items()}
-    brow = {e: float(np.concatenate(v)[:, INDEX["browInnerUp"]].mean()) for e, v in by_emotion.items()}
-    yaw_pitch_roll_error = np.mean(pose_error, axis=0)
-    print(f"round trip: jawOpen r {jaw:.3f}; mouth mean r {mean_mouth:.3f} over {len(moving)} moving shapes "
-          f"{ {k: round(v, 2) for k, v in mouth.items()} }; smile {smile}; frown {frown}; browInnerUp {brow}; "
-          f"head pose error (yaw, pitch, roll) {np.round(yaw_pitch_roll_error, 2)} deg vs mean |angle| "
+    scores = {
+        "jaw": _pearson(truth[:, INDEX["jawOpen"]], found[:, INDEX["jawOpen"]]),
+        "mouth": mouth, "mean_mouth": float(np.mean(list(mouth.values()))),
+        "smile": {e: float(np.concatenate(v)[:, SMILE].mean()) for e, v in by_emotion.items()},
+        "frown": {e: float(np.concatenate(v)[:, FROWN].mean()) for e, v in by_emotion.items()},
+        "brow": {e: float(np.concatenate(v)[:, INDEX["browInnerUp"]].mean()) for e, v in by_emotion.items()},
+        "pose_error": np.mean(pose_error, axis=0), "options": options,
+    }
+    rounded = {k: round(v, 2) for k, v in mouth.items()}
+    print(f"round trip{' with ' + prior.name if prior else ''}: jawOpen r {scores['jaw']:.3f}; mouth mean r "
+          f"{scores['mean_mouth']:.3f} over {len(moving)} moving shapes {rounded}; "
+          f"smile {scores['smile']}; frown {scores['frown']}; browInnerUp {scores['brow']}; head pose error "
+          f"(yaw, pitch, roll) {np.round(scores['pose_error'], 2)} deg vs mean |angle| "
           f"{np.round(np.mean(pose_size, axis=0), 2)}")
-    assert jaw >= 0.8
-    assert mean_mouth >= 0.35  # below the issue's 0.6: see docs/extraction.md (shapes 68 landmarks cannot tell apart)
+    return scores
+
+
+@pytest.mark.slow
+def test_round_trip_on_rendered_demo_videos(rendered_corpus, tmp_path, cache_dir):
+    """Tracks recovered from videos rendered from known tracks correlate with them; emotions and head sway show."""
+    scores = _round_trip(rendered_corpus, tmp_path / "extracted", cache_dir)
+    smile, frown, brow = scores["smile"], scores["frown"], scores["brow"]
+    assert scores["jaw"] >= 0.8
+    # below the issue's 0.6 without a prior: see docs/extraction.md (shapes 68 landmarks cannot tell apart)
+    assert scores["mean_mouth"] >= 0.35
     assert smile["happy"] > 0.3 and smile["happy"] > 2 * max(smile[e] for e in smile if e != "happy")
     assert frown["sad"] > 0.15 and frown["sad"] > 2 * max(frown[e] for e in frown if e != "sad")
     assert brow["sad"] > brow["neutral"] + 0.1 and brow["surprised"] > brow["neutral"]
-    assert np.all(yaw_pitch_roll_error < 1.5)  # degrees, the sway reaching 3 degrees
+    assert np.all(scores["pose_error"] < 1.5)  # degrees, the sway reaching 3 degrees
+
+
+@pytest.mark.slow
+def test_round_trip_with_an_expression_prior_from_other_speakers(rendered_corpus, tiny_corpus, tmp_path, cache_dir):
+    """A prior learned (`dtl data prior`) from M003/W004's tracks lifts the mouth set of M001/W002's round trip
+    past the issue's 0.6 (0.42 without); the records name the prior, and a run without it redoes the clips."""
+    prior = tmp_path / "prior.npz"
+    made = subprocess.run([sys.executable, "-m", "experiments.cli", "data", "prior", str(tiny_corpus), "--speakers",
+                           "M003", "W004", "--out", str(prior)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "of 2 speakers (M003, W004)" in made.stdout
+    assert ExpressionPrior.load(prior).speakers == ("M003", "W004")
+    scores = _round_trip(rendered_corpus, tmp_path / "extracted", cache_dir, prior=prior)
+    smile, frown, brow = scores["smile"], scores["frown"], scores["brow"]
+    assert scores["jaw"] >= 0.85
+    assert scores["mean_mouth"] >= 0.6  # measured 0.66; a prior from the same synthetic generator: see the docs
+    for name in ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthShrugLower", "mouthDimpleLeft"):
+        assert scores["mouth"][name] > 0.6, name  # confused with jawOpen or frowns without the prior (< 0.6)
+    assert smile["happy"] > 0.3 and smile["happy"] > 2 * max(smile[e] for e in smile if e != "happy")
+    assert frown["sad"] > 0.1 and frown["sad"] > 2 * max(frown[e] for e in frown if e != "sad")
+    assert brow["sad"] > brow["neutral"] + 0.1 and brow["surprised"] > brow["neutral"]
+    assert np.all(scores["pose_error"] < 1.5)
+    options = scores["options"]
+    clip = find_videos(rendered_corpus, "front")[0][0]
+    record = json.loads((options.books() / "clips" / f"{clip.clip_id}.json").read_text())
+    assert record["prior"] == str(prior) and record["prior_sha256"] == prior_sha256(options)
+    assert is_done(options, clip) and not is_done(dataclasses.replace(options, prior=None), clip)
 
 
 # --- resumable, sharded corpus runs -----------------------------------------------------------------------------
@@ -252,6 +440,25 @@ def test_shards_partition_the_clips_and_the_options_are_checked(tmp_path):
     (tmp_path / "empty" / "M001" / "video" / "front").mkdir(parents=True)
     with pytest.raises(ExtractError, match="no videos"):
         run_extraction(ExtractOptions(corpus=tmp_path / "empty", out=tmp_path / "out", progress=False))
+
+
+def test_a_bad_prior_stops_the_extraction_before_any_clip(tmp_path, capsys):
+    from experiments.data_cli import main as data_main
+
+    corpus = tmp_path / "corpus"
+    video = corpus / "M001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"x")
+    bad = tmp_path / "prior.npz"
+    bad.write_bytes(b"not a prior")
+    with pytest.raises(ExtractError, match=r"--prior: .*prior\.npz: unreadable expression prior"):
+        run_extraction(ExtractOptions(corpus=corpus, out=tmp_path / "out", prior=bad, progress=False))
+    with pytest.raises(ExtractError, match="--prior is for the fit backend, not mediapipe"):
+        run_extraction(ExtractOptions(corpus=corpus, out=tmp_path / "out", prior=bad, backend="mediapipe"))
+    assert data_main(["extract", str(corpus), "--out", str(tmp_path / "out"), "--prior",
+                      str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz: no such expression prior file" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "extraction" / "clips").exists()
 
 
 def test_unreadable_and_faceless_videos_are_failures_in_the_summary(tmp_path, cache_dir):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,3 +105,68 @@ def test_portrait_crop_and_paste_back(astronaut_png):
     assert np.array_equal(back[far], image[far])  # outside the box nothing changes
     grey = np.full_like(face, 128)
     assert np.abs(paste_back(image, grey, box)[inside].astype(float) - 128).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def talking_test_split_run(talking_corpus, tmp_path_factory, one_thread):  # noqa: F811
+    """EmoDiff trained for 2 steps on the talking corpus with M001, whose clips have rendered videos, held out."""
+    from experiments.train import train
+    from training_helpers import compose_train
+
+    out = tmp_path_factory.mktemp("held_out")
+    train(compose_train(["experiment=emodiff_demo", "run_id=heldout", f"paths.output_root={out}",
+                         f"data.corpus_dir={talking_corpus}", "data.build_demo=false", f"paths.cache_dir={out}/cache",
+                         "data.test_speakers=[M001]", "trainer.max_steps=2", "logger=csv", "test=false",
+                         "trainer.accelerator=cpu", "callbacks.blendshape_figure=null"]))
+    return out / "emodiff_demo" / "heldout"
+
+
+@pytest.mark.slow
+def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talking_test_split_run, runs,
+                                                                           talking_corpus, tmp_path, capsys):
+    import json
+    import os
+
+    from experiments.evaluate import main
+    from experiments.run_logs import wandb_run_record
+    from rendering.video import check_video
+
+    generated, out = tmp_path / "generated", tmp_path / "eval"
+    args = [str(generated), "--checkpoint", str(talking_test_split_run), "--renderer", str(runs["renderer"]),
+            "--steps", "3", "--metrics", "psnr", "ssim", "cpbd", "--sample-frames", "2", "--out", str(out)]
+    assert main(args + ["--limit", "2"]) == 0, capsys.readouterr().err
+    assert "2 videos generated, 0 kept" in capsys.readouterr().err
+    # M001's clips with a video, in manifest order: angry before happy (surprised is the third)
+    first_two = ["M001_angry_level_3_001", "M001_happy_level_3_001"]
+    assert sorted(p.name for p in (generated / "videos").iterdir()) == [f"{c}.mp4" for c in first_two]
+    for clip in first_two:
+        speaker, emotion, _, level, sentence = clip.split("_")
+        audio = talking_corpus / speaker / "audio" / emotion / f"level_{level}" / f"{sentence}.wav"
+        assert check_video(generated / "videos" / f"{clip}.mp4", audio, 25.0) is None
+        assert (generated / "avatars" / f"{clip}_arkit.csv").is_file()
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["counts"]["psnr"] == 2 and result["counts"]["cpbd"] == 2, result["counts"]
+    references = {Path(row["reference"]).relative_to(talking_corpus).as_posix() for row in result["per_video"]}
+    assert references == {"M001/video/front/angry/level_3/001.mp4", "M001/video/front/happy/level_3/001.mp4"}
+    assert {row["emotion"] for row in result["per_video"]} == {"angry", "happy"}
+    [run_file] = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert wandb_run_record(run_file)["run_group"] == "emodiff_demo"  # the training run's group
+
+    # the same command with a larger limit keeps the two videos and adds the third
+    stamps = {p.name: p.stat().st_mtime_ns for p in (generated / "videos").iterdir()}
+    os.environ.setdefault("WANDB_MODE", "offline")
+    assert main(args + ["--limit", "3", "--out", str(tmp_path / "eval3"), "--no-wandb"]) == 0
+    assert "1 videos generated, 2 kept" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (generated / "videos").iterdir() if p.name in stamps} == stamps
+    assert json.loads((tmp_path / "eval3" / "metrics.json").read_text())["counts"]["psnr"] == 3
+
+
+def test_eval_from_a_checkpoint_needs_a_renderer_and_a_split_with_videos(runs, tmp_path, capsys):
+    from experiments.evaluate import main
+
+    assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"])]) == 2
+    assert "--checkpoint needs --renderer" in capsys.readouterr().err
+    # the tiny corpus has no videos: its test split gives nothing to score, and the error says how to get some
+    assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"]), "--renderer", str(runs["renderer"])]) == 1
+    err = capsys.readouterr().err
+    assert "no test clip has a reference video" in err and "dtl data videos" in err

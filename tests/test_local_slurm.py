@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import time
@@ -22,7 +23,19 @@ def wait_for(job_id: str, env: dict[str, str], timeout: float = 120) -> str:
         if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
             return state
         time.sleep(0.3)
-    raise TimeoutError(f"job {job_id} did not finish in {timeout} s")
+    raise TimeoutError(f"job {job_id} did not finish in {timeout} s\n{slurm_state(env)}")
+
+
+def slurm_state(env: dict[str, str]) -> str:
+    """What a timed-out test needs to say why: the queue, the node's state and reason, the controller's last lines."""
+    lines = []
+    for command in (["squeue", "-a", "-o", "%i %T %r %M %C"], ["sinfo", "-N", "-o", "%N %T %E %C %m"]):
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        lines.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
+    log = Path(env["SLURM_CONF"]).parent / "log" / "slurmctld.log"
+    if log.is_file():
+        lines.append(f"$ tail {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+    return "\n".join(lines)
 
 
 def sbatch(args: list[str], env: dict[str, str]) -> str:
@@ -131,3 +144,63 @@ def test_two_task_ddp_job_sees_both_ranks(local_slurm, tiny_corpus, tmp_path):
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in text and "GLOBAL_RANK: 1, MEMBER: 2/2" in text
     run_dir = tmp_path / "outputs" / "baseline_demo" / f"slurm-{job}"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+
+
+@pytest.fixture(scope="module")
+def video_clips(tmp_path_factory) -> Path:
+    """A 2-speaker demo corpus with 6 of its clips rendered as talking videos (the others have no video)."""
+    from datamodules.demo.build import build_demo_corpus
+    from rendering.demo_videos import render_demo_videos
+
+    root = build_demo_corpus(tmp_path_factory.mktemp("videos") / "corpus", speakers=2, sentences=1, progress=False)
+    clips = [f"{speaker}_{emotion}_level_3_001" for speaker in ("M001", "W002") for emotion in ("happy", "sad", "angry")]
+    assert render_demo_videos(root, clip_ids=clips, progress=False)["rendered"] == len(clips)
+    return root
+
+
+def test_submit_extract_dry_run_renders_one_array_task_per_shard(tmp_path):
+    video_clips = tmp_path  # nothing is read at submission but the options
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "extract", str(video_clips), "--shards",
+                          "8", "--parallel", "3", "launcher.cpus_per_task=4", "launcher.time=1:00:00", "--csv",
+                          "--dry-run"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for line in ("#SBATCH --array=0-7%3", "#SBATCH --cpus-per-task=4", "#SBATCH --time=1:00:00", "#SBATCH --requeue",
+                 "#SBATCH --signal=SIGUSR1@90", f"#SBATCH --output={video_clips}/extraction/slurm/"):
+        assert line in out.stdout, line
+    srun = next(line for line in out.stdout.splitlines() if line.startswith("srun "))
+    assert srun.endswith(f"data extract {video_clips} --shard array/8 --workers 4 --csv")
+    refused = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "extract", str(video_clips),
+                              "--shards", "2", "--backend", "dlib", "--dry-run"],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert refused.returncode == 2 and "invalid choice: 'dlib'" in refused.stderr  # checked before queueing
+
+
+@pytest.mark.slow
+def test_extraction_as_a_job_array_with_a_requeued_task(local_slurm, video_clips, tmp_path):
+    """`dtl submit extract --shards 2`: each task extracts its half; task 0, warned by SIGUSR1 after its first clip,
+    requeues itself and its second start skips that clip; every clip ends up extracted exactly once."""
+    out = tmp_path / "tracks"
+    env = dict(local_slurm, DTL_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("WANDB_SERVICE", None)
+    submitted = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "extract", str(video_clips),
+                                "--shards", "2", "--out", str(out), "launcher.cpus_per_task=1", "launcher.mem_gb=4"],
+                               capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.split("submitted job array ")[1].split(" ")[0]
+    records = out / "extraction" / "clips"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(p.name.startswith("M001_angry") for p in records.glob("*.json")):
+        time.sleep(0.2)  # shard 0 of the clip-id-sorted list: M001_angry, M001_sad, W002_happy
+    subprocess.run(["scancel", "--signal=USR1", f"{job}_0"], check=True, env=env)
+    states = {task: wait_for(f"{job}_{task}", env, timeout=400) for task in (0, 1)}
+    logs = {p.name: p.read_text()[-2000:] for p in (out / "extraction" / "slurm").glob("*.out")}
+    assert states == {0: "COMPLETED", 1: "COMPLETED"}, logs
+    info = subprocess.run(["scontrol", "show", "job", f"{job}_0"], capture_output=True, text=True, env=env).stdout
+    assert "Restarts=1" in info, (info, logs)
+    assert "requeued Slurm job" in "".join(logs.values())
+    tracks = sorted(p.relative_to(out).as_posix() for p in out.glob("*/arkit/*/level_3/001.npy"))
+    assert len(tracks) == 6 and not list(out.rglob(".*.tmp"))
+    shard0 = json.loads((out / "extraction" / "summary.shard-0-of-2.json").read_text())
+    shard1 = json.loads((out / "extraction" / "summary.shard-1-of-2.json").read_text())
+    assert shard0["clips"] == shard1["clips"] == 3 and not shard0["failed"] and not shard1["failed"]
+    assert shard0["skipped_done"] >= 1 and shard0["extracted"] + shard0["skipped_done"] == 3  # resumed, not redone

@@ -13,6 +13,8 @@ same command.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -84,13 +86,20 @@ class ExtractOptions:
     model_sha256: str | None = None
     retry_failed: bool = False
     progress: bool = True
+    prior: Path | None = None  # fit backend: an ExpressionPrior .npz (`dtl data prior`) for a MAP fit
 
     def books(self) -> Path:
         return self.out / BOOKS
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """'K/N' -> (K, N) with 0 <= K < N (a Slurm array task id over the array size)."""
+    """'K/N' -> (K, N) with 0 <= K < N (a Slurm array task id over the array size); K = 'array' takes this Slurm
+    array task's id ($SLURM_ARRAY_TASK_ID), as `dtl submit extract` writes it."""
+    if text.startswith("array/"):
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        if task is None:
+            raise ExtractError(f"--shard {text}: not in a Slurm job array (no SLURM_ARRAY_TASK_ID)")
+        text = f"{task}/{text.split('/', 1)[1]}"
     try:
         k, n = (int(v) for v in text.split("/"))
     except ValueError:
@@ -156,6 +165,19 @@ def csv_path(options: ExtractOptions, key: ClipKey) -> Path:
     return options.out / key.speaker / "livelink" / key.emotion / f"level_{key.level}" / f"{key.sentence}.csv"
 
 
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prior_sha256(options: ExtractOptions) -> str | None:
+    """The sha256 of the prior file (None without one): a clip's record names the prior it was fitted with."""
+    if options.prior is None or options.backend != "fit":
+        return None
+    stat = Path(options.prior).stat()
+    return _file_sha256(Path(options.prior), stat.st_mtime_ns, stat.st_size)
+
+
 def read_record(options: ExtractOptions, clip: ClipVideo) -> dict | None:
     try:
         return json.loads(record_path(options, clip).read_text())
@@ -164,9 +186,12 @@ def read_record(options: ExtractOptions, clip: ClipVideo) -> dict | None:
 
 
 def is_done(options: ExtractOptions, clip: ClipVideo) -> bool:
-    """A finished clip: its record says ok (or failed, unless retrying) and an ok clip's track checks out."""
+    """A finished clip: its record says ok (or failed, unless retrying), with this backend, rate and prior, and an
+    ok clip's track checks out."""
     record = read_record(options, clip)
     if record is None or record.get("backend") != options.backend or record.get("fps") != options.fps:
+        return False
+    if record.get("prior_sha256") != prior_sha256(options):
         return False
     if record.get("status") == "failed":
         return not options.retry_failed
@@ -184,8 +209,9 @@ _STATE: dict = {}
 
 
 def _worker_state(options: ExtractOptions) -> dict:
-    """Per-process models: the rig calibration and the face tracker (fit) or MediaPipe (mediapipe)."""
-    key = (options.backend, options.calibration_size, options.cache_dir, options.model)
+    """Per-process models: the rig calibration, the face tracker and the expression prior, if any (fit), or
+    MediaPipe (mediapipe)."""
+    key = (options.backend, options.calibration_size, options.cache_dir, options.model, options.prior)
     if _STATE.get("key") != key:
         import torch
 
@@ -198,11 +224,24 @@ def _worker_state(options: ExtractOptions) -> dict:
 
             _STATE["calibration"] = default_calibration(options.calibration_size, options.cache_dir)
             _STATE["tracker"] = FaceTracker()
+            _STATE["prior"] = load_prior(options)
         else:
             from datamodules.extraction.mediapipe_backend import MediaPipeBackend
 
             _STATE["mediapipe"] = MediaPipeBackend(options.model, options.model_sha256)
     return _STATE
+
+
+def load_prior(options: ExtractOptions):
+    """The ExpressionPrior of --prior (None without one); an unreadable file is an ExtractError naming it."""
+    if options.prior is None:
+        return None
+    from datamodules.extraction.expression_prior import ExpressionPrior, PriorError
+
+    try:
+        return ExpressionPrior.load(options.prior)
+    except PriorError as e:
+        raise ExtractError(f"--prior: {e}") from None
 
 
 def _decode(clip: ClipVideo, fps: float) -> np.ndarray:
@@ -279,7 +318,7 @@ def _fit_clip(options: ExtractOptions, clip: ClipVideo, shape: dict) -> tuple[np
     _check_clip(len(landmarks), face, options)
     try:
         fit = fit_landmarks(landmarks, state["calibration"], device=options.device,
-                            identity=shape.get("identity"), offset=shape.get("offset"))
+                            identity=shape.get("identity"), offset=shape.get("offset"), prior=state["prior"])
     except FitError as e:
         raise ClipFailure("no_face", f"{clip.video}: {e}") from None
     quality = clip_quality(fit.coeffs, face, fit.normalised_residual, landmarks, fit.interocular)
@@ -307,7 +346,8 @@ def extract_clip(options: ExtractOptions, clip: ClipVideo, shape: dict | None = 
     from datamodules.arkit import LiveLinkTrack, write_live_link_csv
 
     start = time.perf_counter()
-    record = {"clip_id": clip.clip_id, "video": str(clip.video), "backend": options.backend, "fps": options.fps}
+    record = {"clip_id": clip.clip_id, "video": str(clip.video), "backend": options.backend, "fps": options.fps,
+              "prior": None if options.prior is None else str(options.prior), "prior_sha256": prior_sha256(options)}
     try:
         if options.backend == "fit":
             coeffs, poses, extra = _fit_clip(options, clip, shape or {})
@@ -389,6 +429,8 @@ def run_extraction(options: ExtractOptions) -> ExtractReport:
     """Extract this shard's clips of the corpus; writes <out>/extraction/summary[.shard-K-of-N].json."""
     if options.backend not in BACKENDS:
         raise ExtractError(f"unknown backend {options.backend!r}; choose one of {BACKENDS}")
+    if options.prior is not None and options.backend != "fit":
+        raise ExtractError(f"--prior is for the fit backend, not {options.backend}")
     start = time.perf_counter()
     clips, problems = find_videos(options.corpus, options.view)
     if not clips:
@@ -401,6 +443,7 @@ def run_extraction(options: ExtractOptions) -> ExtractReport:
     if options.backend == "fit":  # calibrate once here, so that the workers only read the cached calibration
         from datamodules.extraction.rig_landmarks import default_calibration
 
+        load_prior(options)  # a bad prior file fails here, before any clip
         default_calibration(options.calibration_size, options.cache_dir)
     else:  # fail fast with the model or package error, before any worker starts
         from datamodules.extraction.mediapipe_backend import MediaPipeUnavailableError
@@ -437,6 +480,7 @@ def run_extraction(options: ExtractOptions) -> ExtractReport:
     name = "summary.json" if n == 1 else f"summary.shard-{k}-of-{n}.json"
     summary = {**asdict(report), "thresholds": asdict(options.thresholds), "backend": options.backend,
                "fps": options.fps, "view": options.view, "corpus": str(options.corpus), "out": str(options.out),
+               "prior": None if options.prior is None else str(options.prior),
                "failures_by_kind": _count(report.failed)}
     atomic_write_text(options.books() / name, json.dumps(summary, indent=1))
     return report

@@ -3,7 +3,8 @@
 Model per frame t: landmarks X_t = N + B beta + delta + c_t @ D (rig neutral N, identity basis B with per-clip
 weights beta, a per-clip free offset delta, blendshape deltas D), posed by the renderer's rigid transform and
 projected by its camera. Minimised: squared pixel error over inter-ocular distance, plus temporal smoothness
-of coefficients and pose, an L1 pull of the coefficients to 0 and ridge penalties on beta and delta; the
+of coefficients and pose, an L1 pull of the coefficients to 0, ridge penalties on beta and delta and, given an
+ExpressionPrior learned from captured tracks, the squared Mahalanobis distance of c_t under it (a MAP fit); the
 coefficients stay in [0, 1] by projection after every Adam step (projected gradient descent). This is the
 bounded least squares of 3DMM tracking (Blanz & Vetter 1999; per-frame blendshape tracking, Weise et al. 2011).
 """
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from datamodules.arkit import NUM_BLENDSHAPES
+from datamodules.extraction.expression_prior import ExpressionPrior
 from datamodules.extraction.rig_landmarks import NUM_LANDMARKS, RigLandmarks
 
 JAW_LINE = slice(0, 17)
@@ -49,6 +51,10 @@ class FitConfig:
     offset_reg: float = 0.5  # ridge on the free landmark offsets: mean squared millimetres
     jaw_line_weight: float = 0.4  # dlib's jaw line slides along the silhouette: trust it less
     min_observability: float = 2e-4  # metres: shapes that move the landmarks less than this stay at 0
+    # with an ExpressionPrior: weight of the squared Mahalanobis distance of a frame's coefficients (mean over
+    # frames). Tuned on demo clips of M003/W004 with a prior from M005/W006: 0.003-0.03 all within 0.01 of the
+    # best mouth-set r; the L1 weight above mattered little beside it (0 to 0.1: 0.71-0.72) and stays as it is
+    prior_weight: float = 0.01
 
 
 @dataclass
@@ -130,11 +136,13 @@ def interocular(landmarks: np.ndarray) -> float:
 
 def fit_landmarks(landmarks: np.ndarray, calibration: RigLandmarks, config: FitConfig = FitConfig(),
                   device: str | torch.device = "cpu", *, identity: np.ndarray | None = None,
-                  offset: np.ndarray | None = None, starts: list[int] | None = None) -> FitResult:
+                  offset: np.ndarray | None = None, starts: list[int] | None = None,
+                  prior: ExpressionPrior | None = None) -> FitResult:
     """Fit a clip: landmarks (T, 68, 2) in the calibration camera's pixels, NaN rows for frames without a face.
 
     `identity` and `offset` (from `fit_speaker`) fix the face's shape instead of solving it with the clip;
-    `starts` lists frames where a new clip begins (no smoothness across them) when several are fitted at once.
+    `starts` lists frames where a new clip begins (no smoothness across them) when several are fitted at once;
+    `prior` adds its Mahalanobis penalty on the shapes the landmarks see (the MAP fit).
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 2):
@@ -159,6 +167,12 @@ def fit_landmarks(landmarks: np.ndarray, calibration: RigLandmarks, config: FitC
     # L1 on the landmark motion a shape causes rather than on its value: subtle shapes are not penalised more
     l1 = torch.as_tensor(observability / observability[observability >= config.min_observability].mean()
                          if config.sparsity_by_motion else np.ones(NUM_BLENDSHAPES), dtype=dtype, device=dev)
+    # the prior's marginal over the shapes the landmarks see: the unseen ones stay 0 and are integrated out
+    seen_shapes = np.flatnonzero(observability >= config.min_observability)
+    if prior is not None:
+        prior_mean = torch.as_tensor(prior.mean[seen_shapes], dtype=dtype, device=dev)
+        prior_precision = torch.as_tensor(prior.precision(seen_shapes), dtype=dtype, device=dev)
+        seen_index = torch.as_tensor(seen_shapes, device=dev)
 
     joined = torch.ones(max(T - 1, 0), 1, dtype=dtype, device=dev)
     for start in starts or []:
@@ -194,6 +208,9 @@ def fit_landmarks(landmarks: np.ndarray, calibration: RigLandmarks, config: FitC
                 loss = loss + config.smooth_coeffs * smooth(coeffs)
         if with_expression:
             loss = loss + config.sparsity * (coeffs.abs() * l1).sum(-1).mean()
+            if prior is not None:
+                d = coeffs[:, seen_index] - prior_mean
+                loss = loss + config.prior_weight * ((d @ prior_precision) * d).sum(-1).mean()
         if not shape_fixed:
             loss = loss + config.identity_reg * (identity ** 2).sum()
             loss = loss + config.offset_reg * ((offset * 1000) ** 2).sum(-1).mean()

@@ -10,7 +10,7 @@ for bin in slurmctld slurmd munged sinfo; do
 done
 [ "$(id -u)" = 0 ] || { echo "start.sh: must run as root (slurmd manages jobs of any user)" >&2; exit 1; }
 mkdir -p "$STATE"/{spool/ctld,spool/d,log,run} /run/munge /etc/munge /var/log/munge /var/lib/munge
-CPUS=$(nproc)
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS, which a test worker may set
 MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 
 # munge: one key, its daemon
