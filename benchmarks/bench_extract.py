@@ -1,6 +1,6 @@
 """Frames per second of `dtl data extract --backend fit` on demo videos: decoding + dlib tracking, and the fit.
 
-Usage: python benchmarks/bench_extract.py CORPUS [--clips 6] [--device cpu]
+Usage: python benchmarks/bench_extract.py CORPUS [--clips 6] [--device cpu] [--prior PRIOR.npz]
 CORPUS is a demo corpus with videos (`dtl data demo --video`); the first N clips are timed, one process.
 """
 
@@ -25,7 +25,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prior", help="an expression prior (`dtl data prior`): the fit with its MAP term")
     ns = parser.parse_args()
+    prior = None
+    if ns.prior:
+        from datamodules.extraction.expression_prior import ExpressionPrior
+
+        prior = ExpressionPrior.load(ns.prior)
     torch.set_num_threads(ns.threads)
     calibration = default_calibration()
     tracker = FaceTracker()
@@ -38,7 +44,7 @@ def main() -> None:
         tracked = tracker.track(video)
         landmarks = to_camera_pixels(tracked.landmarks, tracked.size, calibration.size)
         tracked_at = time.perf_counter()
-        fit_landmarks(landmarks, calibration, device=ns.device)
+        fit_landmarks(landmarks, calibration, device=ns.device, prior=prior)
         if ns.device.startswith("cuda"):
             torch.cuda.synchronize()
         done = time.perf_counter()
@@ -48,7 +54,7 @@ def main() -> None:
         fit_s += done - tracked_at
     total = decode_s + track_s + fit_s
     print(f"{len(clips)} clips, {int(frames)} frames ({video.shape[1]}x{video.shape[2]}), fit on {ns.device}, "
-          f"{ns.threads} torch thread(s)")
+          f"{ns.threads} torch thread(s), {'with the prior ' + ns.prior if prior else 'no prior'}")
     print(f"decode {frames / decode_s:.1f} frames/s, dlib tracking {frames / track_s:.1f} frames/s, "
           f"fit {frames / fit_s:.1f} frames/s; end to end {frames / total:.1f} frames/s")
 

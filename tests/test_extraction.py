@@ -531,7 +531,7 @@ def test_mediapipe_model_is_required_and_checked(tmp_path, monkeypatch):
     try:
         import mediapipe  # noqa: F401
     except ImportError:
-        with pytest.raises(MediaPipeUnavailableError, match="pip install mediapipe"):
+        with pytest.raises(MediaPipeUnavailableError, match=r"pip install -e '\.\[mediapipe\]'"):
             MediaPipeBackend(model, digest)
 
 

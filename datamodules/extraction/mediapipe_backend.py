@@ -60,7 +60,7 @@ def import_mediapipe():
         from mediapipe.tasks.python import vision  # noqa: F401
     except ImportError as e:
         raise MediaPipeUnavailableError(
-            "the mediapipe backend needs the `mediapipe` package (pip install mediapipe; it has wheels for "
+            "the mediapipe backend needs the `mediapipe` package (pip install -e '.[mediapipe]'; it has wheels for "
             "CPython on Linux x86-64, macOS and Windows). Use --backend fit otherwise: it needs only dlib.") from e
     return mediapipe
 
