@@ -153,7 +153,9 @@ def main(argv: list[str]) -> int:
     if args.out:  # written before printing, so a closed pipe on stdout cannot lose the reports
         atomic_write_text(args.out / "report.md", markdown_report(table))
         atomic_write_text(args.out / "report.html", render_report(table, max_images=args.images))
-    print_table(table, Console(highlight=False))
+    # piped to a file or a log, rich would fold the table into 80 columns (unless $COLUMNS says otherwise)
+    wide = sys.stdout.isatty() or os.environ.get("COLUMNS")
+    print_table(table, Console(highlight=False, width=None if wide else 240))
     if args.out:
         print(f"wrote {args.out / 'report.md'} and {args.out / 'report.html'}")
     return 0

@@ -15,6 +15,10 @@ from datamodules.io_utils import atomic_write_text
 from experiments.evaluation_metrics import GOALS
 
 
+def table_cell(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def json_number(value: Any) -> Any:
     """Strict JSON has no inf or NaN: they are written as the strings "inf", "-inf", "nan"."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -91,7 +95,8 @@ def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, proje
         numbers = {f"eval/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
         rows = result["per_video"]
         columns = sorted({k for row in rows for k in row})
-        table = wandb.Table(columns=columns, data=[[json_number(row.get(c)) for c in columns] for row in rows])
+        # a number W&B cannot hold (NaN: not scorable for that video) is an empty cell, not a string in a number column
+        table = wandb.Table(columns=columns, data=[[table_cell(row.get(c)) for c in columns] for row in rows])
         run.log({**numbers, "eval/per_video": table})
         for group_name, reason in result["skipped"].items():
             run.summary[f"eval/skipped/{group_name}"] = reason

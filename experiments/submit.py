@@ -102,6 +102,15 @@ def sbatch_submit(script_path: Path, env: dict[str, str] | None = None) -> str:
     return out.stdout.strip().split(";")[0]
 
 
+def write_and_submit(script: str, log_dir: Path, name: str, env: dict[str, str] | None = None) -> tuple[str, Path]:
+    """Write the script as <log_dir>/<name>-<time>.sbatch (atomically; the folder made, Slurm does not make the
+    folder of --output) and submit it: (job id, script path); RuntimeError with Slurm's reason when refused."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    atomic_write_text(path, script)
+    return sbatch_submit(path, env), path
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["extract"]:
         from experiments.submit_extract import main as submit_extract
@@ -117,10 +126,8 @@ def main(argv: list[str]) -> int:
         print(script)
         return 0
     log_dir = Path(cfg.launcher.log_dir).resolve()
-    path = log_dir / f"{cfg.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
-    atomic_write_text(path, script)
     try:
-        job = sbatch_submit(path)
+        job, path = write_and_submit(script, log_dir, cfg.experiment_name)
     except RuntimeError as e:
         print(f"dtl submit: {e}", file=sys.stderr)
         return 1

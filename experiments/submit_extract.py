@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from datamodules.io_utils import atomic_write_text
-from experiments.submit import compose_config, render_sbatch, sbatch_submit
+from experiments.submit import compose_config, render_sbatch, write_and_submit
 
 OWN_FLAGS = ("--shard", "--workers")  # set per task by the script
 
@@ -70,11 +68,8 @@ def main(argv: list[str]) -> int:
         print(script)
         return 0
     log_dir = Path(cfg.launcher.log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the folder of --output
-    path = log_dir / f"{cfg.launcher.job_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
-    atomic_write_text(path, script)
     try:
-        job = sbatch_submit(path)
+        job, _ = write_and_submit(script, log_dir, cfg.launcher.job_name)
     except RuntimeError as e:
         print(f"dtl submit extract: {e}", file=sys.stderr)
         return 1

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from datamodules.io_utils import atomic_write_text
 from experiments.summary import final_metrics
 from experiments.sweep_engine import (SweepFileError, SweepSpec, bayes_point, grid_points, history_run, load_sweep,
                                       random_points, space_size)
@@ -316,13 +315,11 @@ def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> 
 
 
 def submit_slurm(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> int:
-    from experiments.submit import sbatch_submit
+    from experiments.submit import write_and_submit
 
     script, log_dir = render_array(sweep, runs, parallel)
-    path = sweep.store.slurm_dir / f"{sweep.sweep_id}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
-    atomic_write_text(path, script)
     log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the folder of --output
-    job = sbatch_submit(path, env=child_env())
+    job, path = write_and_submit(script, sweep.store.slurm_dir, sweep.sweep_id, env=child_env())
     sweep.store.record_submission(job, [r.index for r in runs], path)
     print(f"submitted job array {job}: {len(runs)} runs ({', '.join(r.run_id for r in runs)}), script {path}, "
           f"logs {log_dir}/{sweep.sweep_id}-{job}_<k>.out\nthe same command again resubmits what did not finish; "

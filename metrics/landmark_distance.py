@@ -44,7 +44,8 @@ class LandmarkDistance(Metric):
 
     `update(preds, target)`: both videos (B, T, 3, H, W) RGB float in [0, 1] or uint8, landmarked with dlib here, or
     landmarks (B, T, 68, 2). Frames where dlib finds no face in either video are left out and counted
-    (`frames_without_face`); a video with no frame left is an error.
+    (`frames_without_face`); a video with no frame left (a generator that lost the face) gets no distance and is
+    counted (`videos_without_face`); with no video left the distances are NaN.
     """
 
     is_differentiable = False
@@ -57,7 +58,7 @@ class LandmarkDistance(Metric):
         self._landmarker: FaceLandmarker | None = None
         for name in ("mouth_sum", "face_sum"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        for name in ("videos", "frames_without_face"):
+        for name in ("videos", "frames_without_face", "videos_without_face"):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def _video_landmarks(self, frames: torch.Tensor) -> list[np.ndarray | None]:
@@ -80,14 +81,17 @@ class LandmarkDistance(Metric):
             pairs = [(p, t) for p, t in zip(pred_video, target_video) if p is not None and t is not None]
             self.frames_without_face += len(pred_video) - len(pairs)
             if not pairs:
-                raise ValueError(f"video {index} of the batch: no frame where dlib finds a face in both videos")
+                self.videos_without_face += 1
+                continue
             pred_landmarks, target_landmarks = (np.stack(side) for side in zip(*pairs))
             self.mouth_sum += mouth_landmark_distance(pred_landmarks, target_landmarks)
             self.face_sum += face_landmark_distance(pred_landmarks, target_landmarks)
             self.videos += 1
 
     def compute(self) -> dict[str, torch.Tensor]:
-        if self.videos == 0:
+        if self.videos + self.videos_without_face == 0:
             raise ValueError("LandmarkDistance has seen no video")
-        return {"m_lmd": (self.mouth_sum / self.videos).float(), "f_lmd": (self.face_sum / self.videos).float(),
-                "frames_without_face": self.frames_without_face.clone()}
+        videos = self.videos.double() if self.videos > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+        return {"m_lmd": (self.mouth_sum / videos).float(), "f_lmd": (self.face_sum / videos).float(),
+                "frames_without_face": self.frames_without_face.clone(),
+                "videos_without_face": self.videos_without_face.clone()}

@@ -123,6 +123,17 @@ def test_table_groups_seeds_marks_best_and_deltas(outputs, tmp_path, capsys):
     assert markdown.count("| csv | ") == 3
 
 
+
+def test_piped_output_keeps_each_variant_on_one_line(outputs, capsys, monkeypatch):
+    """Piped to a log (no terminal, no $COLUMNS), the table is not folded into 80 columns."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    metrics = ("test/mouth_error", "test/loss", "val/mouth_error")
+    code, out, err = run_compare([outputs, *[a for m in metrics for a in ("--metric", m)]], capsys)
+    assert code == 0, err
+    small = final_metrics(outputs / "small_net" / "seed1")
+    [line] = [line for line in out.splitlines() if "small_net" in line]
+    assert len(line) > 80 and all(f"{small[m]:.4f}" in line for m in metrics), out
+
 @pytest.mark.slow
 def test_metric_choice_and_clear_errors_on_real_runs(outputs, tmp_path, capsys):
     code, out, err = run_compare([outputs, "--metric", "val/mouth_error", "--metric", "test/*loss",

@@ -150,3 +150,18 @@ def test_absent_syncnet_weights_skip_only_lse_and_unreadable_videos_are_named(re
     result = evaluate(generated, options=EvalOptions(metrics=("cpbd",), sample_frames=2), on_error="skip",
                       progress=False)
     assert list(result["failed"]) == [str(broken)] and result["counts"]["cpbd"] == 2
+
+
+def test_wandb_table_takes_videos_a_metric_could_not_score(tmp_path):
+    """A video without a number (NaN: e.g. no face for the landmarks) is an empty cell of the W&B table."""
+    from experiments.evaluation_report import log_to_wandb
+    from experiments.run_logs import inspect_wandb_file
+
+    result = {"generated": "g", "reference": "r", "options": {}, "skipped": {},
+              "metrics": {"psnr": 30.5, "m_lmd": 2.0},
+              "per_video": [{"video": "a", "psnr": 30.0, "m_lmd": float("nan")},
+                            {"video": "b", "psnr": 31.0, "m_lmd": 2.0}]}
+    log_to_wandb(result, tmp_path, "emodiff_demo", None, None)
+    [run_file] = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    summary = inspect_wandb_file(run_file, summary=True)["summary"]
+    assert summary["eval/psnr"] == {"max": 30.5} and summary["eval/m_lmd"] == {"min": 2.0}

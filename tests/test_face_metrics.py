@@ -314,8 +314,12 @@ def test_lmd_counts_faceless_frames_and_takes_landmarks(astronaut, landmarker):
     metric.reset()
     metric.update(landmarks + 3.0, landmarks)  # a pure translation is centred away
     assert metric.compute()["f_lmd"].item() == pytest.approx(0, abs=1e-9)
-    with pytest.raises(ValueError, match="no frame where dlib finds a face"):
-        metric.update(torch.stack([as_frame(blank)])[None], torch.stack([as_frame(blank)])[None])
+    metric.update(torch.stack([as_frame(blank)])[None], torch.stack([as_frame(blank)])[None])  # a faceless video
+    result = metric.compute()
+    assert result["videos_without_face"].item() == 1 and result["f_lmd"].item() == pytest.approx(0, abs=1e-9)
+    metric.reset()
+    metric.update(torch.stack([as_frame(blank)])[None], torch.stack([as_frame(blank)])[None])
+    assert np.isnan(metric.compute()["m_lmd"].item())  # no video with a face: no distance, not an error
 
 
 # ---------------------------------------------------------------- sharpness
