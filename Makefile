@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 DTL     := $(VENV)/bin/dtl
 STAMP   := $(VENV)/.installed-stamp
 # one worker per core; tests sharing a trained model or the local Slurm stay on one worker (tests/conftest.py)
-PYTEST_ARGS ?= -n auto --dist loadgroup
+PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
 
 .PHONY: install demo test test-fast bench clean-demo
 
