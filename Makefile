@@ -23,12 +23,12 @@ install: $(STAMP)
 # clips as talking videos; train and test the baseline, EmoDiff, the blendshape emotion classifier (the judge),
 # lip refinement of EmoDiff's samples and the face-vid2vid renderer on held-out speakers; generate lip-refined
 # Live Link Face CSVs, and a talking video of a real portrait (skimage's astronaut) from held-out speech;
-# evaluate that video, and three held-out clips generated from their speech, emotion and first frame (dtl eval);
+# evaluate that video, and two held-out clips generated from their speech, emotion and first frame (dtl eval);
 # compare the runs (table printed, markdown + HTML in outputs/demo_report/).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: install
 	$(DTL) data demo --root data/demo
-	$(DTL) data videos data/demo --per-speaker 8
+	$(DTL) data videos data/demo --per-speaker 6
 	$(DTL) train experiment=baseline_demo run_id=demo
 	$(DTL) train experiment=emodiff_demo run_id=demo
 	$(DTL) train experiment=emotion_classifier_demo run_id=demo
@@ -44,7 +44,7 @@ demo: install
 	$(DTL) eval outputs/demo_video/001_happy_level_3.mp4 --portrait outputs/demo_portrait.png --group demo \
 		--out outputs/demo_eval
 	$(DTL) eval outputs/demo_heldout --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
-		--renderer outputs/renderer_demo/demo --limit 3 --sample-frames 8 --out outputs/demo_heldout/eval
+		--renderer outputs/renderer_demo/demo --limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report

@@ -21,12 +21,10 @@ import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
 from pytorch_fid.inception import InceptionV3
-from torch import nn
 
 from datamodules.io_utils import atomic_write_text
-from metrics.fid import FrechetInceptionDistance, fid_inception_architecture
+from metrics.fid import FrechetInceptionDistance, write_seeded_fid_inception
 from metrics.frechet import frechet_distance
-from metrics.weights import REGISTRY
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
@@ -100,18 +98,6 @@ def bench_distance(samples: int, dims: int, repeats: int) -> dict:
     return figures
 
 
-def seeded_inception(home: Path) -> None:
-    """Write a seeded He-initialised FID Inception under the official file name into home's torch.hub cache."""
-    torch.manual_seed(0)
-    network = fid_inception_architecture()
-    for module in network.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    torch.save(network.state_dict(), checkpoints / REGISTRY["fid_inception"].filename)
-
-
 def read_images(files: list[Path]) -> torch.Tensor:
     """(N, 3, H, W) uint8 from image files, decoded as pytorch-fid's ImagePathDataset does (PIL, RGB)."""
     arrays = [np.asarray(Image.open(path).convert("RGB")) for path in files]
@@ -119,7 +105,7 @@ def read_images(files: list[Path]) -> torch.Tensor:
 
 
 def bench_features(images: int, size: int, batch_size: int, dims: int, work: Path) -> dict:
-    seeded_inception(work / "torch_home")
+    write_seeded_fid_inception(work / "torch_home")
     os.environ["TORCH_HOME"] = str(work / "torch_home")
     block = [InceptionV3.BLOCK_INDEX_BY_DIM[dims]]
     reference_model = InceptionV3(block).eval()

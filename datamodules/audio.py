@@ -11,6 +11,8 @@ import numpy as np
 import soundfile
 import soxr
 
+from datamodules.file_problem import FileProblem
+
 __all__ = ["AudioError", "load_audio", "audio_duration", "check_not_silent", "SOUNDFILE_SUFFIXES",
            "DEFAULT_SAMPLE_RATE"]
 
@@ -19,16 +21,8 @@ SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac"})  # everything else (m4a, mp3, 
 FFMPEG_TIMEOUT_S = 600
 
 
-class AudioError(ValueError):
+class AudioError(FileProblem):
     """An audio file that cannot be used; the message is "<path>: <problem>"."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
-
-    def __reduce__(self):  # rebuild from (path, problem) when a worker process sends it back
-        return self.__class__, (self.path, self.problem)
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) -> np.ndarray:

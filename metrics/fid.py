@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from pytorch_fid.inception import (
@@ -16,7 +18,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from metrics.frechet import frechet_distance
-from metrics.weights import resolve_weights
+from metrics.weights import REGISTRY, resolve_weights
 
 
 def fid_inception_architecture() -> nn.Module:
@@ -36,6 +38,25 @@ def fid_inception_architecture() -> nn.Module:
     inception.Mixed_7b = FIDInceptionE_1(1280)
     inception.Mixed_7c = FIDInceptionE_2(2048)
     return inception
+
+
+def write_seeded_fid_inception(home: str | Path) -> Path:
+    """A TORCH_HOME whose hub cache holds a seeded random-weight FID Inception under the official file name, for
+    parity checks and benchmarks where the published weights cannot be had.
+
+    Convolutions get He-normal weights so that pool3 features are O(0.1) rather than the ~1e-8 of PyTorch's default
+    init; pytorch-fid's own InceptionV3 then loads the file exactly as it would the published one.
+    """
+    home = Path(home)
+    torch.manual_seed(0)
+    network = fid_inception_architecture()
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(network.state_dict(), checkpoints / REGISTRY["fid_inception"].filename)
+    return home
 
 
 def pretrained_fid_inception(dims: int = 2048) -> InceptionV3:

@@ -11,21 +11,15 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
+from datamodules.file_problem import FileProblem
+
 VIDEO_FPS = 25
 AUDIO_SAMPLE_RATE = 16000
 FFMPEG_TIMEOUT_S = 600
 
 
-class VideoReadError(ValueError):
+class VideoReadError(FileProblem):
     """A video file that cannot be used; the message is "<path>: <problem>"."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
-
-    def __reduce__(self):  # rebuild from (path, problem) when a worker process sends it back
-        return self.__class__, (self.path, self.problem)
 
 
 @dataclass(frozen=True)
