@@ -27,11 +27,10 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fid import seeded_inception  # noqa: E402
 
 from experiments.evaluate import evaluate  # noqa: E402
 from experiments.evaluation_metrics import METRIC_GROUPS, EvalOptions  # noqa: E402
+from metrics.fid import write_seeded_fid_inception  # noqa: E402
 from metrics.weights import MissingWeightsError, WeightsChecksumError, resolve_weights  # noqa: E402
 
 
@@ -98,7 +97,7 @@ def standard_or_seeded(work: Path) -> tuple[dict, dict]:
         from pytorch_fid.inception import InceptionV3
 
         home = work / "torch_home"
-        seeded_inception(home)
+        write_seeded_fid_inception(home)
         previous = os.environ.get("TORCH_HOME")
         os.environ["TORCH_HOME"] = str(home)
         fields["fid_weights"] = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
