@@ -1,6 +1,7 @@
 """`dtl eval GENERATED [--reference REF] ...`: score a folder of generated videos (against references matched by
-relative path or clip id), or first generate a trained run's test split into it (`--checkpoint`), with LSE-C/LSE-D, FID, LPIPS, PSNR/SSIM, CPBD, identity, emotion accuracy and M-LMD/F-LMD; write
-metrics.json, per_video.csv and metrics.md, and log a W&B run with job_type=eval."""
+relative path or clip id), or first generate a trained run's test split into it (`--checkpoint`), with LSE-C/LSE-D,
+FID, LPIPS, PSNR/SSIM, CPBD, identity, emotion accuracy and M-LMD/F-LMD; write metrics.json, per_video.csv and
+metrics.md, and log a W&B run with job_type=eval."""
 
 from __future__ import annotations
 

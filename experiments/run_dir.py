@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.io_utils import atomic_write_text
+from experiments.slurm_requeue import slurm_job_id
 
 log = logging.getLogger(__name__)
 WANDB_ID_FILE = "wandb_id"
@@ -30,11 +31,9 @@ def resolve_run_id(explicit: str | None = None) -> str:
     """The command line's run_id, else the Slurm job (array-task aware, stable across requeues), else a new id."""
     if explicit:
         return explicit
-    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and array_task:
-        return f"slurm-{array_job}_{array_task}"
-    if os.environ.get("SLURM_JOB_ID"):
-        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    job = slurm_job_id()
+    if job:
+        return f"slurm-{job}"
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 

@@ -13,8 +13,6 @@ same command.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -165,17 +163,13 @@ def csv_path(options: ExtractOptions, key: ClipKey) -> Path:
     return options.out / key.speaker / "livelink" / key.emotion / f"level_{key.level}" / f"{key.sentence}.csv"
 
 
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def prior_sha256(options: ExtractOptions) -> str | None:
     """The sha256 of the prior file (None without one): a clip's record names the prior it was fitted with."""
+    from metrics.weights import sha256_of  # memoised on (path, size, mtime): asked once per clip
+
     if options.prior is None or options.backend != "fit":
         return None
-    stat = Path(options.prior).stat()
-    return _file_sha256(Path(options.prior), stat.st_mtime_ns, stat.st_size)
+    return sha256_of(Path(options.prior))
 
 
 def read_record(options: ExtractOptions, clip: ClipVideo) -> dict | None:
