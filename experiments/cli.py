@@ -33,6 +33,12 @@ def run_train(overrides: list[str]) -> int:
             run_id = f"{run_id}-job" + "${hydra:job.num}"
         overrides = overrides + [f"run_id={run_id}"]
     sys.argv = ["dtl train", *overrides]
+    # Single-node DDP: Lightning starts ranks 1..N-1 as `python -m <__main__'s module> sys.argv[1:]`, which would be
+    # `dtl` without its `train`; make that module the Hydra entry point itself.
+    import importlib.util
+
+    import __main__
+    __main__.__spec__ = importlib.util.find_spec("experiments.train")
     train_main()
     return 0
 

@@ -25,6 +25,7 @@ from experiments.slurm_requeue import slurm_job_id
 
 log = logging.getLogger(__name__)
 WANDB_ID_FILE = "wandb_id"
+ATTEMPT_ENV = "DTL_RUN_ATTEMPT"  # rank 0 passes its attempt number to the ranks it starts
 
 
 def resolve_run_id(explicit: str | None = None) -> str:
@@ -123,7 +124,12 @@ def prepare_run(cfg: DictConfig) -> RunState:
             raise FileNotFoundError(f"ckpt_path={resume}: no such checkpoint")
     else:
         resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
-    attempt = _next_attempt(run_dir)
+    if _is_rank_zero() or ATTEMPT_ENV not in os.environ:
+        attempt = _next_attempt(run_dir)
+    else:  # a rank Lightning started from rank 0's process: rank 0 has already created this attempt's folder
+        attempt = int(os.environ[ATTEMPT_ENV])
+    if _is_rank_zero():
+        os.environ[ATTEMPT_ENV] = str(attempt)
     state = RunState(run_dir=run_dir, attempt=attempt, resume_checkpoint=resume, wandb_id=_wandb_id(run_dir))
     if _is_rank_zero():
         save_metadata(cfg, run_dir / "meta" / f"attempt_{attempt}")

@@ -23,6 +23,7 @@ XDIST_GROUPS = {
     "trained_emodiff": "trained_blendshape_models",
     "trained_emotion_classifier": "trained_blendshape_models",
     "video_corpus": "rendered_video_corpus",
+    "talking_corpus": "renderer_talking_corpus",
 }
 
 

@@ -6,6 +6,8 @@ LPIPS here is the `lpips` package's AlexNet LPIPS with its shipped linear heads 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +103,49 @@ def test_finetuning_reduces_held_out_reconstruction_error(finetuned):
     assert after["lpips"] <= 0.7 * before["lpips"]
     assert (finetuned["run_dir"] / "checkpoints" / "last.ckpt").is_file()
     assert "val/l1" in finetuned["metrics"]
+
+
+@pytest.mark.slow
+def test_ddp_on_one_machine_trains_the_gan_in_two_processes(talking_corpus, tmp_path):
+    """`dtl train trainer=ddp` on one node: Lightning starts rank 1 by running the command again, which must reach the
+    Hydra entry point; the discriminator's step leaves the generator without gradients, hence
+    ddp_find_unused_parameters_true (docs/renderer.md). Two CPU processes (gloo) stand in for two GPUs."""
+    command = [str(Path(sys.executable).with_name("dtl")), "train",
+               *renderer_overrides(talking_corpus, tmp_path, 8, ["data.pairs_per_epoch=8", "data.batch_size=2",
+                                                                 "trainer.limit_val_batches=2"]),
+               "trainer=ddp", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text[-4000:]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in text and "GLOBAL_RANK: 1, MEMBER: 2/2" in text
+    run_dir = tmp_path / "renderer_demo" / "tune"
+    assert text.count("(attempt 0)") == 2 and "(attempt 1)" not in text  # rank 1 joins rank 0's attempt
+    assert [p.name for p in (run_dir / "meta").iterdir()] == ["attempt_0"]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 8  # 4 generator + 4 discriminator steps on each rank
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_the_gan(talking_corpus, tmp_path, one_thread):
+    """The trainer=gpu precision (bf16-mixed) through the whole GAN step, here under CPU autocast; the GPU run and its
+    throughput are measured only when a GPU is lent (benchmarks/README.md)."""
+    from experiments.train import train
+    from lightning_modules.renderer_finetune import load_renderer
+    from training_helpers import compose_train
+
+    cfg = compose_train(renderer_overrides(talking_corpus, tmp_path, 12, [
+        "trainer.precision=bf16-mixed", "data.pairs_per_epoch=12", "data.batch_size=2", "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1"]))
+    L.seed_everything(cfg.seed, workers=True)
+    import hydra
+
+    before = hydra.utils.instantiate(cfg.model).model.state_dict()
+    metrics = train(cfg)
+    assert np.isfinite(metrics["val/l1"]) and np.isfinite(metrics["train/loss"])
+    after = load_renderer(tmp_path / "renderer_demo" / "tune").model.state_dict()
+    assert all(v.dtype == before[k].dtype for k, v in after.items())  # fp32 master weights, bf16 compute
+    moved = [k for k, v in after.items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert any(k.startswith("he_estimator.") for k in moved) and any(k.startswith("decoder.") for k in moved)
 
 
 def test_datamodule_crops_caches_and_holds_out_frames(talking_corpus, tmp_path):
