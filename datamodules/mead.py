@@ -47,5 +47,9 @@ class ClipKey:
     def track_path(self, root: Path, ext: str = ".npy") -> Path:
         return root / self.speaker / "arkit" / self.emotion / f"level_{self.level}" / f"{self.sentence}{ext}"
 
+    def head_pose_path(self, root: Path) -> Path:
+        """(T, 6) yaw, pitch, roll (degrees), tx, ty, tz (metres) per frame, rendering.gl_renderer's convention."""
+        return root / self.speaker / "head_pose" / self.emotion / f"level_{self.level}" / f"{self.sentence}.npy"
+
     def video_path(self, root: Path, view: str = "front", ext: str = ".mp4") -> Path:
         return root / self.speaker / "video" / view / self.emotion / f"level_{self.level}" / f"{self.sentence}{ext}"

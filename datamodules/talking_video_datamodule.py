@@ -3,6 +3,8 @@
 Each video is decoded once, cropped (a fixed square per video from dlib landmarks of its first frames, the framing
 rendering/portrait.py uses for portraits; or the centre square for videos that already are face crops) and cached
 as uint8 .npy under `cache_dir`, keyed by the file's path, size, mtime and the crop settings.
+Where the corpus has head pose tracks (<ID>/head_pose/..., the ground truth of `dtl data demo --video` or the estimates
+of `dtl data extract`), every item also carries the driving frame's (yaw, pitch, roll) for the head-pose loss.
 Splits: "speaker" keeps the manifest's held-out speakers for val/test; "frames" holds out the last
 `holdout_fraction` of every video's frames (fine-tuning on a short video of one person).
 """
@@ -92,13 +94,36 @@ class FrameCache:
         return frames
 
 
+def load_head_angles(record: ClipRecord, root: Path, frames: int, fps: float) -> np.ndarray | None:
+    """(frames, 3) yaw, pitch, roll in degrees of the clip's head pose track at the decoded frame rate, if it has one.
+
+    The track's .npy holds one row per frame at the corpus's track rate (record.fps), as for the ARKit tracks.
+    """
+    path = ClipKey(record.speaker, record.emotion, record.level, record.sentence).head_pose_path(root)
+    if not path.is_file():
+        return None
+    track = np.load(path)
+    if track.ndim != 2 or track.shape[1] != 6 or not np.isfinite(track).all():
+        raise ValueError(f"{path}: not a (T, 6) finite head pose track (shape {track.shape})")
+    rows = np.minimum(np.round(np.arange(frames) * record.fps / fps).astype(int), len(track) - 1)
+    return track[rows, :3].astype(np.float32)
+
+
+def pose_item(angles: np.ndarray | None, frame: int) -> dict[str, torch.Tensor]:
+    if angles is None:
+        return {"driving_pose": torch.zeros(3), "has_pose": torch.tensor(False)}
+    return {"driving_pose": torch.from_numpy(angles[frame]), "has_pose": torch.tensor(True)}
+
+
 class FramePairs(Dataset):
     """Random (source, driving) pairs of frames of one video: `pairs` items an epoch, drawn from (seed, index)."""
 
-    def __init__(self, videos: list[np.ndarray], pairs: int, seed: int = 0) -> None:
+    def __init__(self, videos: list[np.ndarray], pairs: int, seed: int = 0,
+                 angles: list[np.ndarray | None] | None = None) -> None:
         if not videos:
             raise ValueError("no videos to draw frame pairs from")
         self.videos, self.pairs, self.seed = videos, pairs, seed
+        self.angles = angles or [None] * len(videos)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -106,24 +131,29 @@ class FramePairs(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        video = self.videos[int(rng.integers(len(self.videos)))]
+        index = int(rng.integers(len(self.videos)))
+        video = self.videos[index]
         source, driving = rng.integers(len(video), size=2)
-        return {"source": to_tensor(video[source]), "driving": to_tensor(video[driving])}
+        return {"source": to_tensor(video[source]), "driving": to_tensor(video[driving]),
+                **pose_item(self.angles[index], driving)}
 
 
 class HeldOutPairs(Dataset):
     """Deterministic pairs for evaluation: each held-out frame driven from its video's source frame."""
 
-    def __init__(self, sources: list[np.ndarray], targets: list[np.ndarray], stride: int = 1) -> None:
+    def __init__(self, sources: list[np.ndarray], targets: list[np.ndarray], stride: int = 1,
+                 angles: list[np.ndarray | None] | None = None) -> None:
         self.items = [(i, t) for i, frames in enumerate(targets) for t in range(0, len(frames), stride)]
         self.sources, self.targets = sources, targets
+        self.angles = angles or [None] * len(targets)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video, frame = self.items[index]
-        return {"source": to_tensor(self.sources[video]), "driving": to_tensor(self.targets[video][frame])}
+        return {"source": to_tensor(self.sources[video]), "driving": to_tensor(self.targets[video][frame]),
+                **pose_item(self.angles[video], frame)}
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
@@ -135,7 +165,8 @@ class TalkingVideoDataModule(L.LightningDataModule):
                  crop: str = "detect", fps: int = 25, speakers: Iterable[str] | None = None,
                  emotions: Iterable[str] | None = None, max_videos_per_speaker: int | None = None,
                  split_by: str = "speaker", val_speakers: Any = 1, test_speakers: Any = 1, split_seed: int = 0,
-                 holdout_fraction: float = 0.25, eval_stride: int = 1, pairs_per_epoch: int = 2000,
+                 holdout_fraction: float = 0.25, eval_stride: int = 1, head_poses: bool = True,
+                 pairs_per_epoch: int = 2000,
                  batch_size: int = 16, num_workers: int = 0, seed: int = 0, progress: bool = True) -> None:
         super().__init__()
         # Plain lists (Hydra passes ListConfig), so that checkpoints load with torch.load(weights_only=True).
@@ -150,6 +181,7 @@ class TalkingVideoDataModule(L.LightningDataModule):
             raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
         self.save_hyperparameters(logger=False)
         self.records: dict[str, list[ClipRecord]] = {}
+        self.corpus_root: Path | None = None
         self.datasets: dict[str, Dataset] = {}
 
     # --- which videos ------------------------------------------------------------------------------------
@@ -167,6 +199,7 @@ class TalkingVideoDataModule(L.LightningDataModule):
         """split -> the records whose videos are used (every split holds all selected videos when split_by=frames)."""
         hp = self.hparams
         manifest = self._manifest()
+        self.corpus_root = Path(manifest.root)
         records = with_videos(manifest)
         if hp.speakers is not None:
             records = [r for r in records if r.speaker in set(hp.speakers)]
@@ -203,21 +236,26 @@ class TalkingVideoDataModule(L.LightningDataModule):
         self.records = self.select()
         cache = self._cache()
         frames = {split: [cache.load(r.video_path) for r in records] for split, records in self.records.items()}
+        angles = {split: [load_head_angles(r, self.corpus_root, len(v), hp.fps) if hp.head_poses else None
+                          for r, v in zip(self.records[split], frames[split])] for split in frames}
         if hp.split_by == "frames":
             cut = [max(1, int(round(len(v) * (1 - hp.holdout_fraction)))) for v in frames["train"]]
             train = [v[:c] for v, c in zip(frames["train"], cut)]
             held_out = [v[c:] for v, c in zip(frames["train"], cut)]
             if any(len(h) == 0 for h in held_out):
                 raise ValueError("a video is too short to hold out frames; lower holdout_fraction or use longer videos")
-            self.datasets = {"train": FramePairs(train, hp.pairs_per_epoch, hp.seed),
-                             "val": HeldOutPairs([v[0] for v in train], held_out, hp.eval_stride)}
+            split_angles = [(a[:c], a[c:]) if a is not None else (None, None) for a, c in zip(angles["train"], cut)]
+            self.datasets = {"train": FramePairs(train, hp.pairs_per_epoch, hp.seed, [a for a, _ in split_angles]),
+                             "val": HeldOutPairs([v[0] for v in train], held_out, hp.eval_stride,
+                                                 [a for _, a in split_angles])}
             self.datasets["test"] = self.datasets["val"]
             return
-        self.datasets = {"train": FramePairs(frames["train"], hp.pairs_per_epoch, hp.seed)}
+        self.datasets = {"train": FramePairs(frames["train"], hp.pairs_per_epoch, hp.seed, angles["train"])}
         for split in ("val", "test"):
             if frames[split]:
-                self.datasets[split] = HeldOutPairs([v[0] for v in frames[split]], [v[1:] for v in frames[split]],
-                                                    hp.eval_stride)
+                self.datasets[split] = HeldOutPairs(
+                    [v[0] for v in frames[split]], [v[1:] for v in frames[split]], hp.eval_stride,
+                    [a[1:] if a is not None else None for a in angles[split]])
 
     # --- loaders -----------------------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

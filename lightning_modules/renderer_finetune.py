@@ -4,7 +4,8 @@ Manual optimization with two optimizers (generator side: appearance, keypoints, 
 decoder; discriminator side: the multi-scale patch discriminator), so it runs under DDP, not Lightning's DeepSpeed
 (one optimizer only; docs/renderer.md). bf16 comes from the trainer's precision (`trainer=gpu`).
 Generator loss = l1 |G - driving| + perceptual (VGG19, optional) + GAN + feature matching + equivariance
-+ keypoint prior + deformation prior (Wang et al. 2021, Sec. 3.3; weights as the public vox-256 config).
++ keypoint prior + head pose (against the corpus's head pose tracks, where it has them) + deformation prior
+(Wang et al. 2021, Sec. 3.3; weights as the public vox-256 config).
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import torch
 
 from lightning_modules.networks.face_vid2vid.discriminator import MultiScaleDiscriminator
 from lightning_modules.networks.face_vid2vid.equivariance import RandomWarp
-from lightning_modules.networks.face_vid2vid.head_expression import transform_keypoints
+from lightning_modules.networks.face_vid2vid.head_expression import (angles_from_rig, estimated_angles,
+                                                                     transform_keypoints)
 from lightning_modules.networks.face_vid2vid.model import FaceVid2Vid
 from lightning_modules.networks.face_vid2vid.perceptual import VGG19Features, perceptual_loss
 from lightning_modules.networks.face_vid2vid.training_losses import (GAN_MODES, ImagePyramid, deformation_prior_loss,
                                                                     discriminator_gan_loss, feature_matching_loss,
-                                                                    generator_gan_loss, keypoint_prior_loss)
+                                                                    generator_gan_loss, head_pose_loss,
+                                                                    keypoint_prior_loss)
 
 PERCEPTUAL = ("vgg19", "none")
 DEFAULT_WEIGHTS = {"l1": 10.0, "perceptual": (10, 10, 10, 10, 10), "generator_gan": 1.0, "discriminator_gan": 1.0,
-                   "feature_matching": (10, 10, 10, 10), "equivariance": 10.0, "keypoint": 10.0, "deformation": 5.0}
+                   "feature_matching": (10, 10, 10, 10), "equivariance": 10.0, "keypoint": 10.0, "head_pose": 20.0, "deformation": 5.0}
 
 
 def plain(value):
@@ -35,6 +38,10 @@ def plain(value):
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def has_poses(batch: dict[str, torch.Tensor]) -> bool:
+    return "has_pose" in batch and bool(batch["has_pose"].any())
 
 
 class RendererFinetune(L.LightningModule):
@@ -108,10 +115,14 @@ class RendererFinetune(L.LightningModule):
         if w["keypoint"]:
             losses["keypoint"] = keypoint_prior_loss(out["kp_driving"], self.hparams.keypoint_distance,
                                                      self.hparams.keypoint_depth)
+        if w["head_pose"] and has_poses(batch):
+            losses["head_pose"] = head_pose_loss(estimated_angles(out["head_driving"]),
+                                                 angles_from_rig(batch["driving_pose"]), batch["has_pose"])
         if w["deformation"]:
             losses["deformation"] = deformation_prior_loss(out["head_driving"]["exp"])
         scalar = {"l1": w["l1"], "perceptual": 1.0, "generator_gan": w["generator_gan"], "feature_matching": 1.0,
-                  "equivariance": w["equivariance"], "keypoint": w["keypoint"], "deformation": w["deformation"]}
+                  "equivariance": w["equivariance"], "keypoint": w["keypoint"], "head_pose": w["head_pose"],
+                  "deformation": w["deformation"]}
         losses["loss"] = sum(scalar[k] * v for k, v in losses.items())
         return losses
 
@@ -148,11 +159,15 @@ class RendererFinetune(L.LightningModule):
                       batch_size=batch["source"].shape[0])
 
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        prediction = self.model(batch["source"], batch["driving"])["prediction"].float()
+        out = self.model(batch["source"], batch["driving"])
+        prediction = out["prediction"].float()
         error = (prediction - batch["driving"]).abs().mean()
         mse = ((prediction - batch["driving"]) ** 2).mean().clamp(min=1e-10)
         self.log_dict({f"{stage}/l1": error, f"{stage}/psnr": -10 * torch.log10(mse)},
                       batch_size=batch["source"].shape[0], sync_dist=True)
+        if has_poses(batch):  # mean absolute angle error (degrees) of the estimated head pose
+            self.log(f"{stage}/head_pose_error", head_pose_loss(estimated_angles(out["head_driving"]), angles_from_rig(
+                batch["driving_pose"]), batch["has_pose"]), batch_size=int(batch["has_pose"].sum()), sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

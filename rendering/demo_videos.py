@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datamodules.corpus import load_track, scan_corpus
+from datamodules.io_utils import atomic_save_npy
 from datamodules.mead import ClipKey
 from rendering.default_rig import FaceParams, default_rig
 from rendering.gl_renderer import FaceRenderer, create_context
@@ -39,11 +40,19 @@ def head_motion(frames: int, fps: float, rng: np.random.Generator, degrees: floa
     return poses
 
 
+def clip_head_motion(clip_id: str, frames: int, fps: float, seed: int = 0, degrees: float = 3.0) -> np.ndarray:
+    """The head sway of one demo clip: seeded by (seed, clip id)."""
+    return head_motion(frames, fps, np.random.default_rng([seed, zlib.crc32(clip_id.encode())]), degrees)
+
+
 def render_demo_videos(corpus_root: str | os.PathLike, *, size: int = 256, view: str = "front", seed: int = 0,
                        supersample: int = 2, head_motion_degrees: float = 3.0, overwrite: bool = False,
                        limit: int | None = None, clip_ids: Iterable[str] | None = None, progress: bool = True,
                        cache_dir: str | os.PathLike | None = None, crf: int = 20) -> dict:
     """Render every clip's blendshape track to <ID>/video/<view>/<emotion>/level_<k>/<NNN>.mp4 with its audio.
+
+    The head poses rendered are the clip's ground truth: <ID>/head_pose/<emotion>/level_<k>/<NNN>.npy (T, 6), the
+    layout and convention `dtl data extract` writes its estimates in.
 
     Resumable: a video that already exists and checks out (H.264 + AAC, as long as its audio within a frame)
     is skipped unless `overwrite`. Each speaker has its own face (`speaker_face_params`); each clip a gentle
@@ -75,8 +84,12 @@ def render_demo_videos(corpus_root: str | os.PathLike, *, size: int = 256, view:
             renderer = None
             for record in clips:
                 key = ClipKey(record.speaker, record.emotion, record.level, record.sentence)
-                out = key.video_path(root, view)
+                out, pose_file = key.video_path(root, view), key.head_pose_path(root)
                 if out.exists() and not overwrite and check_video(out, record.audio_path, record.fps) is None:
+                    if not pose_file.exists():  # rendered before the poses were written beside the videos
+                        track, fps = load_track(record.track_path, npy_fps=record.fps)
+                        atomic_save_npy(pose_file, clip_head_motion(record.clip_id, len(track), fps, seed,
+                                                                    head_motion_degrees))
                     report["skipped_valid"] += 1
                     bar.update()
                     continue
@@ -85,9 +98,9 @@ def render_demo_videos(corpus_root: str | os.PathLike, *, size: int = 256, view:
                     renderer = FaceRenderer(rig, size, supersample=supersample, context=context)
                 try:
                     track, fps = load_track(record.track_path, npy_fps=record.fps)
-                    rng = np.random.default_rng([seed, zlib.crc32(record.clip_id.encode())])
-                    poses = head_motion(len(track), fps, rng, head_motion_degrees)
+                    poses = clip_head_motion(record.clip_id, len(track), fps, seed, head_motion_degrees)
                     write_video(out, renderer.iter_render(track, poses), fps, record.audio_path, crf=crf)
+                    atomic_save_npy(pose_file, poses.astype(np.float32))
                     report["rendered"] += 1
                     report["frames"] += len(track)
                 except (VideoError, ValueError) as e:

@@ -202,3 +202,36 @@ def test_motion_transfer_starts_from_the_source_pose():
     # Relative mode: the first driving frame is the reference, so frame 0 shows the source's own pose and expression.
     assert torch.allclose(frames[0], unmoved[0], atol=1e-5)
     assert transfer.scale > 0 and float((frames[1] - frames[0]).abs().max()) > 0
+
+
+def test_rig_head_angles_map_onto_the_estimators_rotation():
+    """The head-pose loss compares the estimator with rig-convention pose tracks: a roll or a yaw of the rendered rig
+    must move the face on screen the way the estimator's rotation of the mapped angles moves keypoints (x right,
+    y down; the face in front of the pivot, at negative depth)."""
+    from datamodules.arkit import NUM_BLENDSHAPES
+    from lightning_modules.networks.face_vid2vid.head_expression import angles_from_rig
+    from metrics.face_detect import LEFT_EYE, RIGHT_EYE, FaceLandmarker
+    from rendering.default_rig import default_rig
+    from rendering.demo_videos import speaker_face_params
+    from rendering.gl_renderer import FaceRenderer
+
+    poses = np.zeros((3, 6))
+    poses[1, 2], poses[2, 0] = 10.0, 10.0  # roll, then yaw, of 10 degrees
+    with FaceRenderer(default_rig(speaker_face_params("M001")), 256) as renderer:
+        frames = renderer.render(np.zeros((3, NUM_BLENDSHAPES), np.float32), poses).numpy()
+    landmarker = FaceLandmarker()
+    neutral, rolled, turned = (landmarker.detect(f).landmarks for f in frames)
+
+    def eye_line_degrees(points):  # in image axes (y down)
+        dx, dy = points[RIGHT_EYE].mean(0) - points[LEFT_EYE].mean(0)
+        return np.degrees(np.arctan2(dy, dx))
+
+    def rotated(point, rig_angles):
+        yaw, pitch, roll = angles_from_rig(torch.tensor([rig_angles], dtype=torch.float32)).unbind(-1)
+        return (rotation_matrix(yaw, pitch, roll)[0] @ torch.tensor(point)).numpy()
+
+    screen_roll = eye_line_degrees(rolled) - eye_line_degrees(neutral)
+    model_roll = np.degrees(np.arctan2(*rotated([1.0, 0.0, 0.0], [0.0, 0.0, 10.0])[[1, 0]]))
+    assert abs(screen_roll) > 5 and np.sign(screen_roll) == np.sign(model_roll)
+    nose_shift = turned[30, 0] - neutral[30, 0]  # dlib 30: the tip of the nose
+    assert abs(nose_shift) > 3 and np.sign(nose_shift) == np.sign(rotated([0.0, 0.0, -0.3], [10.0, 0.0, 0.0])[0])

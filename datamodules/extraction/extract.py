@@ -156,7 +156,7 @@ def speaker_path(options: ExtractOptions, speaker: str) -> Path:
 
 
 def pose_path(options: ExtractOptions, key: ClipKey) -> Path:
-    return options.out / key.speaker / "head_pose" / key.emotion / f"level_{key.level}" / f"{key.sentence}.npy"
+    return key.head_pose_path(options.out)
 
 
 def csv_path(options: ExtractOptions, key: ClipKey) -> Path:

@@ -70,6 +70,20 @@ def bins_to_degrees(logits: torch.Tensor) -> torch.Tensor:
     return (F.softmax(logits.float(), dim=-1) * index).sum(-1) * BIN_DEGREES - BIN_OFFSET_DEGREES
 
 
+def angles_from_rig(rig_degrees: torch.Tensor) -> torch.Tensor:
+    """(..., 3) yaw, pitch, roll of rendering.gl_renderer (x to the viewer's right, y up, z towards the camera) ->
+    this estimator's (x right, y down, z away: grid_sample's axes): the same rotation has yaw and roll negated.
+
+    The rig composes R_y R_x R_z and this model R_x R_y R_z: the two agree to first order in the angles.
+    """
+    return rig_degrees * rig_degrees.new_tensor([-1.0, 1.0, -1.0])
+
+
+def estimated_angles(head: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, 3) yaw, pitch, roll in degrees of the estimator's output."""
+    return torch.stack([bins_to_degrees(head[k]) for k in ("yaw", "pitch", "roll")], -1)
+
+
 def rotation_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) R = R_x(pitch) R_y(yaw) R_z(roll) from angles in degrees."""
     y, p, r = (degrees_to_radians(a.float()) for a in (yaw, pitch, roll))

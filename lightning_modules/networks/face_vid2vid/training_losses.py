@@ -62,6 +62,12 @@ def keypoint_prior_loss(keypoints: torch.Tensor, min_distance: float = 0.1, dept
     return spread + (keypoints[..., 2].float().mean(-1) - depth).abs().mean()
 
 
+def head_pose_loss(estimated: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean |estimated - reference| in degrees over the (B, 3) angles of the frames with a reference (Wang et al. 2021,
+    L_H; the reference is a head pose track here, where the paper uses a pretrained Hopenet)."""
+    return (estimated.float() - reference.float())[valid].abs().mean()
+
+
 def deformation_prior_loss(expression: torch.Tensor) -> torch.Tensor:
     """Mean over keypoints of the L1 norm of the expression deltas (B, K, 3): deformations stay small."""
     return expression.abs().sum(-1).mean()
