@@ -105,8 +105,11 @@ def load_head_angles(record: ClipRecord, root: Path, frames: int, fps: float) ->
     track = np.load(path)
     if track.ndim != 2 or track.shape[1] != 6 or not np.isfinite(track).all():
         raise ValueError(f"{path}: not a (T, 6) finite head pose track (shape {track.shape})")
-    rows = np.minimum(np.round(np.arange(frames) * record.fps / fps).astype(int), len(track) - 1)
-    return track[rows, :3].astype(np.float32)
+    rows = np.round(np.arange(frames) * record.fps / fps).astype(int)
+    if len(track) < rows[-1]:  # one row short is a rounding difference at the end, more is another clip or rate
+        raise ValueError(f"{path}: {len(track)} rows, but the video's {frames} frames at {fps} frames/s need "
+                         f"{rows[-1] + 1} at the corpus's {record.fps} frames/s")
+    return track[np.minimum(rows, len(track) - 1), :3].astype(np.float32)
 
 
 def pose_item(angles: np.ndarray | None, frame: int) -> dict[str, torch.Tensor]:
@@ -131,11 +134,11 @@ class FramePairs(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        index = int(rng.integers(len(self.videos)))
-        video = self.videos[index]
+        which = int(rng.integers(len(self.videos)))
+        video = self.videos[which]
         source, driving = rng.integers(len(video), size=2)
         return {"source": to_tensor(video[source]), "driving": to_tensor(video[driving]),
-                **pose_item(self.angles[index], driving)}
+                **pose_item(self.angles[which], driving)}
 
 
 class HeldOutPairs(Dataset):

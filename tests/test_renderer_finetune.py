@@ -172,7 +172,7 @@ def test_bf16_mixed_precision_trains_the_gan(talking_corpus, tmp_path, one_threa
 
 def test_datamodule_crops_caches_and_holds_out_frames(talking_corpus, tmp_path):
     from datamodules.mead import ClipKey
-    from datamodules.talking_video_datamodule import TalkingVideoDataModule
+    from datamodules.talking_video_datamodule import TalkingVideoDataModule, load_head_angles
     from rendering.demo_videos import clip_head_motion
 
     dm = TalkingVideoDataModule(str(talking_corpus), cache_dir=str(tmp_path / "frames"), image_size=64,
@@ -207,6 +207,15 @@ def test_datamodule_crops_caches_and_holds_out_frames(talking_corpus, tmp_path):
                                      speakers=[SPEAKER], split_by="frames", head_poses=False, progress=False)
     without.setup("fit")
     assert not bool(without.datasets["val"][0]["has_pose"])
+    frames_of_record = len(train.videos[0]) + len(held_out.targets[0])
+    bad = key.head_pose_path(tmp_path / "bad")
+    bad.parent.mkdir(parents=True)
+    np.save(bad, track[:10])  # a track of another clip
+    with pytest.raises(ValueError, match=f"{bad}: 10 rows, but the video's"):
+        load_head_angles(record, tmp_path / "bad", frames_of_record, 25)
+    np.save(bad, track[:, :5])
+    with pytest.raises(ValueError, match="not a \\(T, 6\\) finite head pose track"):
+        load_head_angles(record, tmp_path / "bad", frames_of_record, 25)
     with pytest.raises(ValueError, match="no talking videos match"):
         TalkingVideoDataModule(str(talking_corpus), cache_dir=str(tmp_path / "x"), speakers=["W999"],
                                progress=False).prepare_data()
