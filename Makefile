@@ -62,3 +62,37 @@ bench: install
 clean-demo:
 	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated outputs/demo_report outputs/demo_portrait.png \
 		outputs/demo_video outputs/demo_eval outputs/demo_heldout
+
+# The kit a lent GPU machine needs (it reaches no registry): the wheels of benchmarks/gpu_kit.txt for Python 3.12
+# into .whl/ (lines marked "# sdist" are built here: PyPI has no wheel of them), glvnd's EGL/GL packages into
+# .gl/ and the runtime libraries of espeak-ng (the tests' demo speech) into .gl/extra/. docs/gpu-checks.md
+GPU_KIT_PIP := $(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl
+GPU_KIT_APT := -qq -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64
+GPU_KIT_GL_DEBS := libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2
+GPU_KIT_EXTRA_DEBS := libespeak-ng1 espeak-ng-data libpcaudio0 libsonic0 libasound2 libpulse0 libsndfile1 libflac12 \
+	libmp3lame0 libmpg123-0 libogg0 libopus0 libvorbis0a libvorbisenc2 libx11-6 libx11-xcb1 libxcb1 libxau6 libxdmcp6 \
+	libbsd0 libmd0 libdbus-1-3 libasyncns0 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1
+GPU_KIT_MAX_MIB ?= 56
+
+.PHONY: gpu-kit
+gpu-kit:
+	rm -rf .whl .gl && mkdir -p .whl .gl/extra /tmp/amd64/partial
+	awk '/^[^#]*==/ && !/# *sdist/ {print $$1}' benchmarks/gpu_kit.txt | xargs $(GPU_KIT_PIP)
+	sdist=$$(awk '/^[^#]*==/ && /# *sdist/ {print $$1}' benchmarks/gpu_kit.txt); \
+	DS_BUILD_OPS=0 $(PYTHON) -m pip wheel --quiet --no-deps --no-binary=$$(echo $$sdist | sed 's/==[^ ]*//g; s/ /,/g') \
+		-w .whl $$sdist && \
+	for s in $$sdist; do ls .whl/$$(echo $${s%%==*} | tr - _)-$${s##*==}-py3-none-any.whl || exit 1; done
+	test $$(ls .whl | wc -l) -eq $$(grep -c '^[^#]*==' benchmarks/gpu_kit.txt)
+	apt-get $(GPU_KIT_APT) update
+	cd .gl && apt-get $(GPU_KIT_APT) download $(GPU_KIT_GL_DEBS)
+	cd .gl/extra && apt-get $(GPU_KIT_APT) download $(GPU_KIT_EXTRA_DEBS)
+	@sum() { xargs -0 -r du -b 2>/dev/null | awk '{s += $$1} END {printf "%.1f", s / 1048576}'; }; \
+	whl=$$(find .whl -type f -print0 | sum); gl=$$(find .gl -maxdepth 1 -type f -print0 | sum); \
+	extra=$$(find .gl/extra -type f -print0 | sum); tree=$$(git ls-files -z | sum); \
+	untracked=$$(git ls-files -z --others --exclude-standard | sum); \
+	total=$$(echo "$$whl $$gl $$extra $$tree $$untracked" | awk '{print $$1 + $$2 + $$3 + $$4 + $$5}'); \
+	echo "gpu kit: .whl $$whl MiB ($$(ls .whl | wc -l) wheels), .gl $$gl MiB, .gl/extra $$extra MiB"; \
+	echo "travels: tracked $$tree + untracked $$untracked + kit = $$total MiB (64 at most; here $(GPU_KIT_MAX_MIB))"; \
+	awk -v t=$$total -v m=$(GPU_KIT_MAX_MIB) 'BEGIN {exit t > m}'
