@@ -7,6 +7,8 @@
 #   emodiff    benchmarks/bench_emodiff.py --device cuda: training windows/s, DDIM-50 / DDPM-500 x real time
 #   renderer   benchmarks/bench_renderer.py --device cuda: face-vid2vid frames/s (the 256-px network), end to end
 #   render     benchmarks/bench_render.py: the face rig through EGL on the GPU at 256 and 512 px
+#   renderer_mouth  benchmarks/bench_renderer_mouth.py --trainer gpu: bf16 renderer fine-tuning, the jaw probe's
+#              curve (does the mouth follow jawOpen after N GPU steps? the open criterion of the renderer issue)
 # plus the kit itself (kit.log), the machine (env.log) and summary.txt. Exit status: the number of failed checks.
 # CPU smoke test of the same steps at tiny scale: GPU_CHECKS_DEVICE=cpu bash benchmarks/gpu_checks.sh
 set -u
@@ -317,7 +319,18 @@ main() {
     fi
     verdict render $ok "$reason" "^(machine|default rig|[0-9]+px AA)"
 
-    note "failed checks: $FAILED of 5; total ${SECONDS} s; logs in $OUT"
+    # --- (e) the renderer's mouth criterion (#4) as a learning curve, bf16 on the GPU
+    if [ "$DEVICE" = cuda ]; then
+        run_logged renderer_mouth 150 "$PY" benchmarks/bench_renderer_mouth.py --trainer gpu --steps 1000 --every 100
+    else
+        run_logged renderer_mouth 120 "$PY" benchmarks/bench_renderer_mouth.py --trainer cpu --steps 4 --every 2 \
+            --batch 2
+    fi
+    ok=0; [ "$RC" -eq 0 ] && has renderer_mouth "^probe at step" && ok=1
+    verdict renderer_mouth $ok "renderer fine-tuning (trainer=${DEVICE/cuda/gpu}) with the jaw probe every 100 steps" \
+        "^(corpus|training|probe at|final)"
+
+    note "failed checks: $FAILED of 6; total ${SECONDS} s; logs in $OUT"
     return "$FAILED"
 }
 

@@ -210,7 +210,7 @@ def test_rig_head_angles_map_onto_the_estimators_rotation():
     y down; the face in front of the pivot, at negative depth)."""
     from datamodules.arkit import NUM_BLENDSHAPES
     from lightning_modules.networks.face_vid2vid.head_expression import angles_from_rig
-    from metrics.face_detect import LEFT_EYE, RIGHT_EYE, FaceLandmarker
+    from metrics.face_detect import LEFT_EYE, NOSE_TIP, RIGHT_EYE, FaceLandmarker
     from rendering.default_rig import default_rig
     from rendering.demo_videos import speaker_face_params
     from rendering.gl_renderer import FaceRenderer
@@ -233,5 +233,5 @@ def test_rig_head_angles_map_onto_the_estimators_rotation():
     screen_roll = eye_line_degrees(rolled) - eye_line_degrees(neutral)
     model_roll = np.degrees(np.arctan2(*rotated([1.0, 0.0, 0.0], [0.0, 0.0, 10.0])[[1, 0]]))
     assert abs(screen_roll) > 5 and np.sign(screen_roll) == np.sign(model_roll)
-    nose_shift = turned[30, 0] - neutral[30, 0]  # dlib 30: the tip of the nose
+    nose_shift = turned[NOSE_TIP, 0] - neutral[NOSE_TIP, 0]
     assert abs(nose_shift) > 3 and np.sign(nose_shift) == np.sign(rotated([0.0, 0.0, -0.3], [10.0, 0.0, 0.0])[0])

@@ -1,0 +1,30 @@
+"""Logs, during renderer training, whether motion transfer moves the mouth with the jaw (metrics/mouth_motion.py)."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from metrics.mouth_motion import JawProbe, jaw_probe, probe_renderer
+
+
+class MouthMotionProbe(L.Callback):
+    """Every `every_n_steps` generator steps: drive the jaw-only rig probe through the renderer being trained and log
+    probe/mouth_r, probe/mouth_change_ratio and probe/upper_face_ratio (one curve per run on the dashboard)."""
+
+    def __init__(self, every_n_steps: int = 50, speaker: str = "M001", frames: int = 50) -> None:
+        self.every_n_steps, self.speaker, self.frames = every_n_steps, speaker, frames
+        self.probe: JawProbe | None = None
+        self.last_probed = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        # Manual optimization with two optimizers: global_step counts both, so count batches instead.
+        step = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+        if step % self.every_n_steps or step == self.last_probed or not trainer.is_global_zero:
+            return
+        self.last_probed = step
+        if self.probe is None:
+            self.probe = jaw_probe(self.speaker, image_size=pl_module.model.image_size, frames=self.frames)
+        scores = probe_renderer(pl_module.model, self.probe)
+        # Straight to the loggers: one record per probe (self.log would repeat the value at every logging step).
+        for logger in trainer.loggers:
+            logger.log_metrics({f"probe/{k}": v for k, v in scores.items()}, step=trainer.global_step)
