@@ -65,7 +65,7 @@ def main() -> int:
     rows = [row for path in sorted((work / "outputs" / "renderer_demo" / "mouth" / "csv").glob("attempt_*/metrics.csv"))
             for row in csv.DictReader(open(path)) if row.get("probe/mouth_r")]
     for row in rows:
-        print(f"probe at step {int(row['step']) // 2:>5}: mouth r {float(row['probe/mouth_r']):+.2f}, mouth change "
+        print(f"probe at step {int(row['step']) + 1:>5}: mouth r {float(row['probe/mouth_r']):+.2f}, mouth change "
               f"{float(row['probe/mouth_change_ratio']):.3g} of the avatar's, upper face "
               f"{float(row['probe/upper_face_ratio']):.2f} of the mouth's")
     print("final: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")))

@@ -17,14 +17,16 @@ class MouthMotionProbe(L.Callback):
         self.last_probed = -1
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        # Manual optimization with two optimizers: global_step counts both, so count batches instead.
-        step = trainer.fit_loop.epoch_loop.total_batch_idx + 1
-        if step % self.every_n_steps or step == self.last_probed or not trainer.is_global_zero:
+        # Lightning's own logging step: batches, not global_step (which counts both optimizers' steps), and saved
+        # in checkpoints; the probe's records must share that axis with train/* and val/* (CSV, W&B x-axis).
+        logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped  # this batch's, before Lightning adds it
+        batches = logged_step + 1
+        if batches % self.every_n_steps or batches == self.last_probed or not trainer.is_global_zero:
             return
-        self.last_probed = step
+        self.last_probed = batches
         if self.probe is None:
             self.probe = jaw_probe(self.speaker, image_size=pl_module.model.image_size, frames=self.frames)
         scores = probe_renderer(pl_module.model, self.probe)
         # Straight to the loggers: one record per probe (self.log would repeat the value at every logging step).
         for logger in trainer.loggers:
-            logger.log_metrics({f"probe/{k}": v for k, v in scores.items()}, step=trainer.global_step)
+            logger.log_metrics({f"probe/{k}": v for k, v in scores.items()}, step=logged_step)
