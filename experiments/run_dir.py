@@ -124,12 +124,13 @@ def prepare_run(cfg: DictConfig) -> RunState:
             raise FileNotFoundError(f"ckpt_path={resume}: no such checkpoint")
     else:
         resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
-    if _is_rank_zero() or ATTEMPT_ENV not in os.environ:
-        attempt = _next_attempt(run_dir)
-    else:  # a rank Lightning started from rank 0's process: rank 0 has already created this attempt's folder
-        attempt = int(os.environ[ATTEMPT_ENV])
     if _is_rank_zero():
-        os.environ[ATTEMPT_ENV] = str(attempt)
+        attempt = _next_attempt(run_dir)
+        os.environ[ATTEMPT_ENV] = str(attempt)  # inherited by the ranks Lightning starts from this process
+    elif ATTEMPT_ENV in os.environ:  # such a rank: rank 0 has already created this attempt's folder
+        attempt = int(os.environ[ATTEMPT_ENV])
+    else:  # a rank Slurm or torchrun started
+        attempt = _next_attempt(run_dir)
     state = RunState(run_dir=run_dir, attempt=attempt, resume_checkpoint=resume, wandb_id=_wandb_id(run_dir))
     if _is_rank_zero():
         save_metadata(cfg, run_dir / "meta" / f"attempt_{attempt}")

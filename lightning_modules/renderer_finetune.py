@@ -44,6 +44,12 @@ def has_poses(batch: dict[str, torch.Tensor]) -> bool:
     return "has_pose" in batch and bool(batch["has_pose"].any())
 
 
+def head_pose_error(out: dict, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean absolute degrees between the estimated driving pose and the batch's pose track (frames that have one)."""
+    return head_pose_loss(estimated_angles(out["head_driving"]), angles_from_rig(batch["driving_pose"]),
+                          batch["has_pose"])
+
+
 class RendererFinetune(L.LightningModule):
     def __init__(self, model: FaceVid2Vid, discriminator: MultiScaleDiscriminator,
                  g_optimizer: partial | None = None, d_optimizer: partial | None = None, *,
@@ -116,8 +122,7 @@ class RendererFinetune(L.LightningModule):
             losses["keypoint"] = keypoint_prior_loss(out["kp_driving"], self.hparams.keypoint_distance,
                                                      self.hparams.keypoint_depth)
         if w["head_pose"] and has_poses(batch):
-            losses["head_pose"] = head_pose_loss(estimated_angles(out["head_driving"]),
-                                                 angles_from_rig(batch["driving_pose"]), batch["has_pose"])
+            losses["head_pose"] = head_pose_error(out, batch)
         if w["deformation"]:
             losses["deformation"] = deformation_prior_loss(out["head_driving"]["exp"])
         scalar = {"l1": w["l1"], "perceptual": 1.0, "generator_gan": w["generator_gan"], "feature_matching": 1.0,
@@ -165,9 +170,9 @@ class RendererFinetune(L.LightningModule):
         mse = ((prediction - batch["driving"]) ** 2).mean().clamp(min=1e-10)
         self.log_dict({f"{stage}/l1": error, f"{stage}/psnr": -10 * torch.log10(mse)},
                       batch_size=batch["source"].shape[0], sync_dist=True)
-        if has_poses(batch):  # mean absolute angle error (degrees) of the estimated head pose
-            self.log(f"{stage}/head_pose_error", head_pose_loss(estimated_angles(out["head_driving"]), angles_from_rig(
-                batch["driving_pose"]), batch["has_pose"]), batch_size=int(batch["has_pose"].sum()), sync_dist=True)
+        if has_poses(batch):
+            self.log(f"{stage}/head_pose_error", head_pose_error(out, batch), batch_size=int(batch["has_pose"].sum()),
+                     sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

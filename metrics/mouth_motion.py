@@ -33,35 +33,38 @@ def region_change(frames: torch.Tensor, region: tuple[slice, slice]) -> np.ndarr
     return (patch - patch[:1]).abs().mean((1, 2, 3)).cpu().numpy()
 
 
+def bounding_region(points: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """Rows, columns of the pixel box around (N, 2) x, y points, widened by `margin` pixels."""
+    (x0, y0), (x1, y1) = np.floor(points.min(0)).astype(int) - margin, np.ceil(points.max(0)).astype(int) + margin
+    return slice(max(y0, 0), y1), slice(max(x0, 0), x1)
+
+
 def jaw_probe(speaker: str = "M001", image_size: int = 64, frames: int = 50, cycles: int = 3,
-              crop: str = "detect", render_size: int = 256) -> JawProbe:
-    """Render the jaw-only probe sequence of a demo speaker's face, cropped to the renderer's input size."""
+              render_size: int = 256) -> JawProbe:
+    """Render the jaw-only probe sequence of a demo speaker's face, cropped to the renderer's input size as the
+    talking-video datamodule crops (one FFHQ-style box from dlib's landmarks of the first frame)."""
     from datamodules.arkit import INDEX, NUM_BLENDSHAPES
-    from datamodules.talking_video_datamodule import crop_video_frames
     from metrics.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
     from rendering.default_rig import default_rig
     from rendering.demo_videos import speaker_face_params
     from rendering.gl_renderer import FaceRenderer
-    from rendering.portrait import detect_crop_box
+    from rendering.portrait import PortraitError, crop, crop_box_from_landmarks
 
     jaw = 0.5 - 0.5 * np.cos(np.arange(frames) / frames * 2 * np.pi * cycles)
     coeffs = np.zeros((frames, NUM_BLENDSHAPES), np.float32)
     coeffs[:, INDEX["jawOpen"]] = jaw
     with FaceRenderer(default_rig(speaker_face_params(speaker)), render_size) as renderer:
         avatar = renderer.render(coeffs).numpy()
-    landmarker = FaceLandmarker()
-    face, box = landmarker.detect(avatar[0]), detect_crop_box(avatar[0], landmarker, f"the {speaker} jaw probe")
-    to_crop = image_size / box.side
-    mouth = (face.landmarks[MOUTH] - [box.left, box.top]) * to_crop
-    (x0, y0), (x1, y1) = np.floor(mouth.min(0)).astype(int) - MOUTH_MARGIN_PX, np.ceil(mouth.max(0)).astype(
-        int) + MOUTH_MARGIN_PX
-    eyes = (face.landmarks[np.r_[17:27, LEFT_EYE.start:RIGHT_EYE.stop]] - [box.left, box.top]) * to_crop
-    (ex0, ey0), (ex1, ey1) = np.floor(eyes.min(0)).astype(int), np.ceil(eyes.max(0)).astype(int)
-    cropped = torch.from_numpy(crop_video_frames(avatar, image_size, crop, f"the {speaker} jaw probe"))
+    face = FaceLandmarker(upsample=1).detect(avatar[0])
+    if face is None:
+        raise PortraitError(f"the {speaker} jaw probe", "no face found in its first frame (dlib)")
+    box = crop_box_from_landmarks(face.landmarks)
+    in_crop = (face.landmarks - [box.left, box.top]) * image_size / box.side
+    cropped = torch.from_numpy(np.stack([crop(frame, box, image_size) for frame in avatar]))
     cropped = cropped.permute(0, 3, 1, 2).float() / 255
-    mouth_region = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+    mouth_region = bounding_region(in_crop[MOUTH], MOUTH_MARGIN_PX)
     return JawProbe(frames=cropped, jaw=jaw, mouth=mouth_region,
-                    upper_face=(slice(max(ey0, 0), ey1), slice(max(ex0, 0), ex1)),
+                    upper_face=bounding_region(in_crop[np.r_[17:27, LEFT_EYE.start:RIGHT_EYE.stop]]),
                     avatar_mouth_change=region_change(cropped, mouth_region))
 
 

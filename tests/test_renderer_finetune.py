@@ -159,6 +159,8 @@ def test_ddp_on_one_machine_trains_the_gan_in_two_processes(talking_corpus, tmp_
 def test_bf16_mixed_precision_trains_the_gan(talking_corpus, tmp_path, one_thread):
     """The trainer=gpu precision (bf16-mixed) through the whole GAN step, here under CPU autocast; the GPU run and its
     throughput are measured only when a GPU is lent (benchmarks/README.md)."""
+    import hydra
+
     from experiments.train import train
     from lightning_modules.renderer_finetune import load_renderer
     from training_helpers import compose_train
@@ -167,8 +169,6 @@ def test_bf16_mixed_precision_trains_the_gan(talking_corpus, tmp_path, one_threa
         "trainer.precision=bf16-mixed", "data.pairs_per_epoch=12", "data.batch_size=2", "trainer.limit_val_batches=2",
         "trainer.log_every_n_steps=1"]))
     L.seed_everything(cfg.seed, workers=True)
-    import hydra
-
     before = hydra.utils.instantiate(cfg.model).model.state_dict()
     metrics = train(cfg)
     assert np.isfinite(metrics["val/l1"]) and np.isfinite(metrics["train/loss"])
