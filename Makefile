@@ -7,9 +7,17 @@ STAMP   := $(VENV)/.installed-stamp
 # one worker per core; tests sharing a trained model or the local Slurm stay on one worker (tests/conftest.py)
 PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
 
-.PHONY: install demo test test-fast bench clean-demo
+.PHONY: install sysdeps demo test test-fast bench clean-demo
 
-$(STAMP): pyproject.toml constraints.txt
+# System packages first (sysdeps/debian.toml, the one list): what the target needs, checked by what it provides,
+# installed with apt-get when missing (as root, or through `sudo -n`); otherwise it stops here with the command.
+SYSDEPS_FOR ?= demo
+demo: SYSDEPS_FOR = demo
+test test-fast: SYSDEPS_FOR = test
+sysdeps:
+	$(PYTHON) sysdeps/ensure.py $(SYSDEPS_FOR)
+
+$(STAMP): pyproject.toml constraints.txt | sysdeps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
@@ -26,7 +34,7 @@ install: $(STAMP)
 # evaluate that video, and two held-out clips generated from their speech, emotion and first frame (dtl eval);
 # compare the runs (table printed, markdown + HTML in outputs/demo_report/).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
-demo: install
+demo: sysdeps install
 	$(DTL) data demo --root data/demo
 	$(DTL) data videos data/demo --per-speaker 6
 	$(DTL) train experiment=baseline_demo run_id=demo
@@ -49,10 +57,10 @@ demo: install
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report
 
-test: install
+test: sysdeps install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: sysdeps install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install

@@ -45,9 +45,9 @@ def create_context(device_index: int | None = None):
         return moderngl.create_standalone_context(**kwargs)
     except Exception as e:  # glcontext raises bare Exceptions for a missing library or display
         raise EGLUnavailableError(
-            f"headless OpenGL through EGL is unavailable ({e}). Install the Debian packages "
-            f"{EGL_DEBIAN_PACKAGES} (Mesa's EGL and its llvmpipe CPU rasterizer, and libGL: apt-get install "
-            f"{EGL_DEBIAN_PACKAGES}), or use an NVIDIA driver that provides EGL") from e
+            f"headless OpenGL through EGL is unavailable ({e}): Mesa's EGL and its llvmpipe CPU rasterizer are not "
+            f"installed. apt-get install {EGL_DEBIAN_PACKAGES}, or run `make demo`, which installs them; on a GPU "
+            f"machine, an NVIDIA driver that provides EGL") from e
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from datamodules.arkit import INDEX, NUM_BLENDSHAPES
 from datamodules.demo.expressions import blinks, expression_offset, micro_noise, prosody, slow_drift
-from datamodules.demo.speech import synthesize
+from datamodules.demo.speech import require_espeak, synthesize
 from datamodules.demo.visemes import mouth_track
 from datamodules.io_utils import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from datamodules.mead import CORPUS_INFO_FILE, EMOTIONS, ClipKey, levels_of
@@ -177,6 +177,7 @@ def build_demo_corpus(root: str | os.PathLike, *, speakers: int = 6, sentences: 
             for i, text in enumerate(texts)]
     missing = [j for j in jobs if overwrite or not (j.key.audio_path(root).exists() and j.key.track_path(root).exists())]
     if missing:
+        require_espeak()
         workers = os.cpu_count() or 1 if workers is None else workers
         bar = tqdm(total=len(missing), desc="demo corpus (synthetic)", unit="clip", disable=not progress)
         if workers <= 1:

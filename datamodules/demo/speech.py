@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import pickle
 from dataclasses import dataclass
@@ -38,17 +39,40 @@ class Utterance:
     phonemes: list[tuple[float, str]]
 
 
+class EspeakMissingError(RuntimeError):
+    """libespeak-ng or its voice data is not installed."""
+
+
+_INSTALL_HINT = "apt-get install espeak-ng, or run `make demo`, which installs it"
+
+
+@functools.cache
+def require_espeak() -> None:
+    """Fail at once, naming the package, where libespeak-ng or its voice data is missing (libespeak-ng exits
+    the process when its data is absent, so this is checked here, before any synthesis process starts)."""
+    try:
+        lib = ctypes.CDLL("libespeak-ng.so.1")
+    except OSError as e:
+        raise EspeakMissingError(f"espeak-ng is not installed (libespeak-ng.so.1 does not load: {e}): "
+                                 f"{_INSTALL_HINT}") from e
+    lib.espeak_ng_InitializePath(None)  # the data folder: ESPEAK_DATA_PATH or the compiled-in default
+    data = ctypes.c_char_p()
+    lib.espeak_Info(ctypes.byref(data))
+    phontab = os.path.join(os.fsdecode(data.value or b""), "phontab")
+    if not os.path.isfile(phontab):
+        raise EspeakMissingError(f"espeak-ng's voice data is not installed ({phontab} is missing; the Debian "
+                                 f"package espeak-ng-data): {_INSTALL_HINT}")
+
+
 class _Espeak:
     def __init__(self) -> None:
-        try:
-            self.lib = ctypes.CDLL("libespeak-ng.so.1")
-        except OSError as e:
-            raise RuntimeError("libespeak-ng.so.1 not found: install the Debian package espeak-ng "
-                               "(apt-get install espeak-ng)") from e
+        require_espeak()
+        self.lib = ctypes.CDLL("libespeak-ng.so.1")
         self.libc = ctypes.CDLL(None)
         self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_PHONEME_EVENTS)
         if self.sample_rate <= 0:
-            raise RuntimeError("espeak-ng failed to initialise (is espeak-ng-data installed?)")
+            raise EspeakMissingError(f"espeak-ng's voice data is not installed (espeak_Initialize failed; the "
+                                     f"Debian package espeak-ng-data): {_INSTALL_HINT}")
         self._callback = _Callback(self._on_audio)  # kept referenced: espeak calls it later
         self.lib.espeak_SetSynthCallback(self._callback)
         self.chunks: list[np.ndarray] = []
@@ -87,24 +111,28 @@ def synthesize(text: str, *, voice: str = "en-us", rate: int = 170, pitch: int =
     Each utterance is synthesised in a freshly forked child: libespeak-ng keeps pitch-flutter and filter state
     from one utterance to the next, which would make a clip depend on whatever was spoken before it.
     """
+    require_espeak()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: synthesise, send the result, leave without running the parent's cleanup
-        code = 1
-        try:
-            os.close(read_fd)
-            utterance = _Espeak().say(text, voice, rate, pitch, pitch_range, volume, seed)
-            with os.fdopen(write_fd, "wb") as pipe:
-                pipe.write(pickle.dumps(utterance))
-            code = 0
-        except BaseException as e:  # noqa: BLE001  (report anything to the parent through the exit code)
-            os.write(2, f"espeak-ng synthesis failed: {e}\n".encode())
-        finally:
-            os._exit(code)
+    if pid == 0:  # child: synthesise, send the result or the error, leave without running the parent's cleanup
+        os.close(read_fd)
+        with os.fdopen(write_fd, "wb") as pipe:
+            try:
+                result: Utterance | Exception = _Espeak().say(text, voice, rate, pitch, pitch_range, volume, seed)
+            except Exception as e:  # noqa: BLE001  (carried to the parent, which raises it)
+                result = e
+            try:
+                pipe.write(pickle.dumps(result))
+            finally:
+                os._exit(0)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         payload = pipe.read()
     _, status = os.waitpid(pid, 0)
     if status != 0 or not payload:
-        raise RuntimeError(f"espeak-ng failed to synthesise {text!r} with voice {voice!r}")
-    return pickle.loads(payload)
+        raise RuntimeError(f"espeak-ng failed to synthesise {text!r} with voice {voice!r} (the synthesis process "
+                           f"ended with status {status})")
+    result = pickle.loads(payload)
+    if isinstance(result, Exception):
+        raise result
+    return result

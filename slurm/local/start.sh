@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Start a real single-node Slurm (slurmctld + slurmd + munge) for the tests, as root.
 # Usage: slurm/local/start.sh [STATE_DIR] [FAKE_GPUS]   -> prints `export SLURM_CONF=...` for the caller.
-# Needs the Debian packages slurm-wlm and munge (.ci/run installs them).
+# Needs the Debian packages slurm-wlm and munge (sysdeps/debian.toml; make test installs them).
 set -euo pipefail
 STATE=${1:-/tmp/dtl-slurm}
 GPUS=${2:-2}
 for bin in slurmctld slurmd munged sinfo; do
-    command -v "$bin" >/dev/null || { echo "start.sh: $bin not found: apt-get install slurm-wlm munge" >&2; exit 1; }
+    command -v "$bin" >/dev/null || { echo "start.sh: $bin is not installed (not on PATH): apt-get install slurm-wlm munge, or run make test, which installs them" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "start.sh: must run as root (slurmd manages jobs of any user)" >&2; exit 1; }
 mkdir -p "$STATE"/{spool/ctld,spool/d,log,run} /run/munge /etc/munge /var/log/munge /var/lib/munge
