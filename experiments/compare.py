@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.atomic_files import atomic_write_text
 from experiments.comparison import (ComparisonError, ComparisonTable, build_table, reading_guide,
                                     settings_differences, table_cells, text_table)
 from experiments.report_html import render_report

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from experiments.evaluation_inputs import EvaluationInputError, VideoPair, match_videos
 from experiments.evaluation_metrics import METRIC_GROUPS, DecodedPair, EvalOptions, build_scorers
 from experiments.evaluation_report import log_to_wandb, write_outputs
-from metrics.video_io import VideoReadError, read_video
+from dtl_foundation.media.video_read import VideoReadError, read_video
 
 
 def evaluate(generated: str | Path, reference: str | Path | None = None, options: EvalOptions | None = None,

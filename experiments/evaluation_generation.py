@@ -15,8 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from datamodules.manifest import ClipRecord, Manifest
-from experiments.trained_model import TrainedModel, load_trained_model, resolve_checkpoint
-from metrics.video_io import read_frames
+from lightning_modules.trained_model import TrainedModel, load_trained_model, resolve_checkpoint
+from dtl_foundation.media.video_read import read_frames
 
 
 @dataclass

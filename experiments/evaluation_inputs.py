@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.mead import EMOTIONS, parse_level_dir
+from dtl_foundation.mead import EMOTIONS, parse_level_dir
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 

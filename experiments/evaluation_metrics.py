@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from experiments.evaluation_inputs import VideoPair
-from metrics.video_io import VideoClip
+from dtl_foundation.media.video_read import VideoClip
 
 METRIC_GROUPS = ("lse", "lse_expert", "fid", "lpips", "psnr", "ssim", "cpbd", "identity", "emotion", "lmd")
 # Each reported number and whether higher ("max") or lower ("min") is better: W&B summaries and the markdown table.
@@ -95,12 +95,12 @@ class Scorer:
 
 class SyncNetScores(Scorer):
     """LSE-C / LSE-D / AV offset with SyncNet v2 on 224 px crops around dlib's face boxes (detected every
-    `face_stride` frames and interpolated between), as metrics.face_crop reproduces syncnet_python's crops."""
+    `face_stride` frames and interpolated between), as dtl_foundation.media.face_crop reproduces syncnet_python's crops."""
 
     group = "lse"
 
     def __init__(self, net, face_stride: int, device: str) -> None:
-        from metrics.face_detect import FaceLandmarker
+        from dtl_foundation.media.face_detect import FaceLandmarker
         from metrics.syncnet import SyncNetScorer
 
         self.scorer = SyncNetScorer(net).to(device)
@@ -108,7 +108,7 @@ class SyncNetScores(Scorer):
         self.face_stride = face_stride
 
     def score(self, item: DecodedPair) -> dict[str, float]:
-        from metrics.face_crop import crop_faces
+        from dtl_foundation.media.face_crop import crop_faces
 
         frames = item.generated.frames
         boxes: list = [None] * len(frames)
@@ -258,7 +258,7 @@ class EmotionScores(Scorer):
 
     def _probabilities(self, item: DecodedPair) -> tuple[torch.Tensor | None, int]:
         """Probabilities over the judge's classes and the target's index in them (-1: this judge cannot score it)."""
-        from datamodules.mead import EMOTION_INDEX
+        from dtl_foundation.mead import EMOTION_INDEX
 
         frames = item.generated.frames[sample_index(len(item.generated.frames), self.sample)]
         if self.video_classifier is not None:
@@ -327,7 +327,7 @@ def _load_portrait(path: Path) -> np.ndarray:
 
 def build_scorers(options: EvalOptions, has_reference: bool, any_emotion: bool) -> ScorerPlan:
     """The requested groups that can run; for the others the reason they cannot (weights, inputs)."""
-    from metrics.weights import WeightsError
+    from dtl_foundation.weights import WeightsError
 
     plan = ScorerPlan()
     unknown = [m for m in options.metrics if m not in METRIC_GROUPS]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.atomic_files import atomic_write_text
 from experiments.evaluation_metrics import GOALS
 
 

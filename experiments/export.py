@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.io_utils import atomic_path
+from dtl_foundation.atomic_files import atomic_path
 
 RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")
 

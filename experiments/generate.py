@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datamodules.arkit import LiveLinkTrack, write_live_link_csv
-from datamodules.audio import check_not_silent, load_audio
+from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.media.audio import check_not_silent, load_audio
 from datamodules.blendshape_datamodule import resample_track
 from datamodules.corpus import load_track
 from datamodules.features import compute_features
-from datamodules.mead import EMOTION_INDEX, EMOTIONS, levels_of
-from experiments.trained_model import TrainedModel, load_trained_model
+from dtl_foundation.mead import EMOTION_INDEX, EMOTIONS, levels_of
+from lightning_modules.trained_model import TrainedModel, load_trained_model
 
 
 def emotion_condition(emotion: str, level: int) -> tuple[int, int]:

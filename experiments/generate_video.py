@@ -17,18 +17,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datamodules.arkit import LiveLinkTrack, write_live_link_csv
-from datamodules.audio import AudioError
-from datamodules.mead import EMOTIONS
+from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.media.audio import AudioError
+from dtl_foundation.mead import EMOTIONS
 from datamodules.talking_video_datamodule import crop_video_frames
 from experiments.generate import generate_blendshapes
-from experiments.trained_model import TrainedModel, load_trained_model
+from lightning_modules.trained_model import TrainedModel, load_trained_model
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from rendering.default_rig import default_rig
 from rendering.gl_renderer import FaceRenderer
 from rendering.motion_transfer import MotionTransfer
-from rendering.portrait import CropBox, PortraitError, crop, detect_crop_box, load_portrait, paste_back
-from rendering.video import VideoError, write_video
+from dtl_foundation.media.portrait import CropBox, PortraitError, crop, detect_crop_box, load_portrait, paste_back
+from dtl_foundation.media.video_write import VideoError, write_video
 
 AVATAR_SIZE = 256
 

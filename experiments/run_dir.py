@@ -20,8 +20,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from datamodules.io_utils import atomic_write_text
-from experiments.slurm_requeue import slurm_job_id
+from dtl_foundation.atomic_files import atomic_write_text
+from dtl_foundation.slurm import slurm_job_id
 
 log = logging.getLogger(__name__)
 WANDB_ID_FILE = "wandb_id"

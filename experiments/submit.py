@@ -15,8 +15,8 @@ from typing import Sequence
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from datamodules.io_utils import atomic_write_text
-from experiments import resolvers  # noqa: F401  (registers the config resolvers)
+from dtl_foundation.atomic_files import atomic_write_text
+from datamodules import config_resolvers  # noqa: F401  (registers the config resolvers)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(REPO / "configs")  # the same folder experiments.train reads; kept here so submitting skips torch

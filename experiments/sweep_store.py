@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.atomic_files import atomic_write_text
 
 STATES = ("pending", "running", "done", "failed")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.atomic_files import atomic_write_text
 from experiments.run_dir import WANDB_ID_FILE
 from experiments.sweep_engine import plain
 from experiments.sweep_runs import plan_run

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.atomic_files import atomic_write_text
 from experiments.submit import device_overrides, render_sbatch, sbatch_submit
 from experiments.sweep_engine import SweepFileError, SweepSpec, grid_points, random_points, schema_errors, space_size
 from experiments.sweep_runs import compose_run, plan_run

@@ -9,7 +9,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments import resolvers  # noqa: F401  (registers the config resolvers)
+from datamodules import config_resolvers  # noqa: F401  (registers the config resolvers)
 from experiments.run_dir import prepare_run
 
 log = logging.getLogger(__name__)

@@ -84,7 +84,7 @@ def test_sixty_seconds_without_seams(trained):
 
 @pytest.mark.slow
 def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_path, capsys):
-    from datamodules.arkit import read_live_link_csv
+    from dtl_foundation.arkit import read_live_link_csv
     from experiments.generate import main as generate
 
     clip = trained["datamodule"].datasets["test"].clips[0]
@@ -130,7 +130,7 @@ def test_generate_rejects_bad_audio_and_emotions_naming_the_file(trained, tmp_pa
 def test_samples_show_the_asked_emotion_with_guidance(trained, trained_emotion_classifier):
     """Held-out audio asked for each emotion (label + a reference clip of that emotion, other sentence): the
     frozen classifier must recognise the asked emotion in >= 70 % of the samples."""
-    from datamodules.mead import EMOTIONS
+    from dtl_foundation.mead import EMOTIONS
     from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
     from metrics.blendshape import EmotionAccuracy
 

@@ -21,7 +21,7 @@ from test_video_emotion_classifier import video_corpus  # noqa: F401  (shared se
 from experiments.evaluate import evaluate
 from experiments.evaluation_inputs import EvaluationInputError, match_videos
 from experiments.evaluation_metrics import EvalOptions
-from metrics.video_io import read_video
+from dtl_foundation.media.video_read import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = ("happy_level_3_001", "sad_level_3_001")
@@ -31,7 +31,7 @@ CLIPS = ("happy_level_3_001", "sad_level_3_001")
 def references(video_corpus, tmp_path_factory) -> dict:  # noqa: F811
     """Two rendered demo clips of one speaker in MEAD layout, a byte-identical generated copy of each, and a degraded
     copy of each (blurred, re-encoded with the same speech)."""
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     speaker = sorted(p.name for p in video_corpus.iterdir() if p.is_dir())[0]
     ids = [f"{speaker}_{clip}" for clip in CLIPS]

@@ -156,7 +156,7 @@ class LiveLinkTrack:
 
 def write_live_link_csv(path: str | os.PathLike, track: LiveLinkTrack) -> None:
     """Write a Live Link Face CSV (importable by MetaHuman/Unreal and Blender add-ons), atomically."""
-    from datamodules.io_utils import atomic_write_text
+    from dtl_foundation.atomic_files import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -11,7 +11,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from datamodules.file_problem import FileProblem
+from dtl_foundation.file_problem import FileProblem
 
 __all__ = ["AudioError", "load_audio", "audio_duration", "check_not_silent", "SOUNDFILE_SUFFIXES",
            "DEFAULT_SAMPLE_RATE"]

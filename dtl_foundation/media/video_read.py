@@ -11,7 +11,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from datamodules.file_problem import FileProblem
+from dtl_foundation.file_problem import FileProblem
 
 VIDEO_FPS = 25
 AUDIO_SAMPLE_RATE = 16000

@@ -14,11 +14,11 @@ import numpy as np
 from tqdm import tqdm
 
 from datamodules.corpus import load_track, scan_corpus
-from datamodules.io_utils import atomic_save_npy
-from datamodules.mead import ClipKey
+from dtl_foundation.atomic_files import atomic_save_npy
+from dtl_foundation.mead import ClipKey
 from rendering.default_rig import FaceParams, default_rig
 from rendering.gl_renderer import FaceRenderer, create_context
-from rendering.video import VideoError, check_video, write_video
+from dtl_foundation.media.video_write import VideoError, check_video, write_video
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Faces and their 68 landmarks on RGB frames: dlib's HOG detector and the 68-point shape predictor.
 
-The predictor file ships in the `face-recognition-models` sdist and is checked through metrics.weights
+The predictor file ships in the `face-recognition-models` sdist and is checked through dtl_foundation.weights
 ("dlib_shape_predictor_68"); dlib itself comes from `dlib-bin`. Landmarks follow the iBUG 300-W numbering
 (0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 mouth), as (x, y) pixel coordinates.
 """
@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from metrics.weights import resolve_weights
+from dtl_foundation.weights import resolve_weights
 
 NUM_LANDMARKS = 68
 MOUTH = slice(48, 68)

@@ -13,8 +13,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from datamodules.audio import AudioError, audio_duration
-from datamodules.io_utils import atomic_path
+from dtl_foundation.media.audio import AudioError, audio_duration
+from dtl_foundation.atomic_files import atomic_path
 
 FFMPEG_TIMEOUT_S = 600
 

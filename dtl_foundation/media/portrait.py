@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metrics.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
+from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
 
 
 class PortraitError(ValueError):

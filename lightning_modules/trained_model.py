@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.features import FeatureConfig
-from experiments import resolvers  # noqa: F401  (registers the config resolvers)
+from datamodules import config_resolvers  # noqa: F401  (registers the config resolvers)
 
 
 @dataclass
