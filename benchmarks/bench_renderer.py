@@ -73,7 +73,7 @@ def bench_emodiff(run: str, seconds_of_audio: float) -> float:
     """Seconds of EmoDiff sampling (DDIM-50 default steps) per second of audio, on espeak-ng speech."""
     import subprocess
 
-    from experiments.generate import generate_blendshapes
+    from experiments.generate.blendshapes import generate_blendshapes
     from lightning_modules.trained_model import load_trained_model
 
     trained = load_trained_model(run)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_train(rest)
     if ns.command in ("data", "generate"):
         from experiments.data_cli import main as data_main
-        from experiments.generate import main as generate_main
+        from experiments.generate.blendshapes import main as generate_main
 
         try:
             return (data_main if ns.command == "data" else generate_main)(rest)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dtl {ns.command}: error: {e}", file=sys.stderr)
             return 1
     if ns.command == "submit":
-        from experiments.submit import main as submit_main
+        from experiments.launch.submit import main as submit_main
 
         return submit_main(rest)
     if ns.command == "weights":
@@ -73,15 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return weights_main(rest)
     if ns.command == "compare":
-        from experiments.compare import main as compare_main
+        from experiments.compare.command import main as compare_main
 
         return compare_main(rest)
     if ns.command == "sweep":
-        from experiments.sweep import main as sweep_main
+        from experiments.sweep.command import main as sweep_main
 
         return sweep_main(rest)
     if ns.command == "eval":
-        from experiments.evaluate import main as eval_main
+        from experiments.evaluate.command import main as eval_main
 
         return eval_main(rest)
     if ns.command == "export":

@@ -40,7 +40,7 @@ def runs(tiny_corpus, talking_corpus, tmp_path_factory, one_thread):  # noqa: F8
 def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path, capsys):
     from dtl_foundation.arkit import read_live_link_csv
     from dtl_foundation.media.audio import audio_duration
-    from experiments.generate import main
+    from experiments.generate.blendshapes import main
     from dtl_foundation.media.video_write import check_video, probe_video
     from talking_video import speak
 
@@ -70,7 +70,7 @@ def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path
 
 
 def test_a_portrait_without_a_face_is_refused(runs, tmp_path, capsys):
-    from experiments.generate import main
+    from experiments.generate.blendshapes import main
     from talking_video import speak
 
     blank = tmp_path / "wall.png"
@@ -127,8 +127,8 @@ def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talk
     import json
     import os
 
-    from experiments.evaluate import main
-    from experiments.run_logs import wandb_run_record
+    from experiments.evaluate.command import main
+    from experiments.compare.run_logs import wandb_run_record
     from dtl_foundation.media.video_write import check_video
 
     generated, out = tmp_path / "generated", tmp_path / "eval"
@@ -162,7 +162,7 @@ def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talk
 
 
 def test_eval_from_a_checkpoint_needs_a_renderer_and_a_split_with_videos(runs, tmp_path, capsys):
-    from experiments.evaluate import main
+    from experiments.evaluate.command import main
 
     assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"])]) == 2
     assert "--checkpoint needs --renderer" in capsys.readouterr().err

@@ -132,7 +132,7 @@ def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, 
     wandb_id = (run_dir / "wandb_id").read_text().strip()
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))  # named by start time: the first attempt first
     assert len(runs) == 2 and all(wandb_id in p.name for p in runs)
-    from experiments.run_logs import inspect_wandb_file
+    from experiments.compare.run_logs import inspect_wandb_file
 
     first, second = ({r.get("type") for r in inspect_wandb_file(next(p.glob("run-*.wandb")))} for p in runs)
     # W&B shows the requeue as a preemption, and the first attempt's metrics reached its run file

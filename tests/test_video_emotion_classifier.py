@@ -133,8 +133,8 @@ def test_trained_classifier_reaches_80_percent_on_held_out_speakers(trained_vide
 @pytest.mark.slow
 def test_dtl_eval_judges_held_out_videos_with_the_trained_classifier(trained_video_emotion, tmp_path):
     from datamodules.manifest import Manifest
-    from experiments.evaluate import evaluate
-    from experiments.evaluation_metrics import EvalOptions
+    from experiments.evaluate.command import evaluate
+    from experiments.evaluate.scorers import EvalOptions
     from lightning_modules.video_emotion_classifier import VideoEmotionClassifier
 
     cfg = trained_video_emotion["cfg"]

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 import yaml
 
-from experiments.summary import final_metrics
+from experiments.compare.summary import final_metrics
 
 CSV_GLOB = "csv/attempt_*/metrics.csv"
 WANDB_GLOB = "wandb/*run-*/run-*.wandb"  # offline-run-<time>-<id>/ and, for online runs, run-<time>-<id>/

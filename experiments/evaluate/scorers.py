@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from experiments.evaluation_inputs import VideoPair
+from experiments.evaluate.inputs import VideoPair
 from dtl_foundation.media.video_read import VideoClip
 
 METRIC_GROUPS = ("lse", "lse_expert", "fid", "lpips", "psnr", "ssim", "cpbd", "identity", "emotion", "lmd")

@@ -21,7 +21,7 @@ from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.media.audio import AudioError
 from dtl_foundation.mead import EMOTIONS
 from datamodules.talking_video_datamodule import crop_video_frames
-from experiments.generate import generate_blendshapes
+from experiments.generate.blendshapes import generate_blendshapes
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from rendering.default_rig import default_rig

@@ -1,5 +1,5 @@
 """`dtl submit experiment=... [overrides]`: render an sbatch script from the composed config and submit it
-(`dtl submit extract CORPUS --shards N`: ARKit extraction as a job array, experiments/submit_extract.py)."""
+(`dtl submit extract CORPUS --shards N`: ARKit extraction as a job array, experiments/launch/extract.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from dtl_foundation.atomic_files import atomic_write_text
 from datamodules import config_resolvers  # noqa: F401  (registers the config resolvers)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(REPO / "configs")  # the same folder experiments.train reads; kept here so submitting skips torch
 
 
@@ -113,7 +113,7 @@ def write_and_submit(script: str, log_dir: Path, name: str, env: dict[str, str] 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["extract"]:
-        from experiments.submit_extract import main as submit_extract
+        from experiments.launch.extract import main as submit_extract
 
         return submit_extract(argv[1:])
     parser = argparse.ArgumentParser(prog="dtl submit", description=__doc__)

@@ -1,7 +1,7 @@
 """`dtl sweep FILE --backend wandb`: create the sweep on a W&B server, run its agents as one Slurm job array.
 
 Each array task runs `wandb agent --count C ENTITY/PROJECT/SWEEP_ID`; the agent asks the server for a point and
-starts `python -m experiments.sweep_task agent-run <overrides>`, which trains it as run
+starts `python -m experiments.sweep.task agent-run <overrides>`, which trains it as run
 <sweep id>-<W&B run id> (online, group = sweep id). Needs a W&B account (`wandb login` or WANDB_API_KEY) or a
 W&B Server (WANDB_BASE_URL): `wandb.sweep` and the agents talk to it. The tests check the sweep config and the
 sbatch script (`--dry-run` prints both); the network call itself is not tested here (no server on CI).
@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from dtl_foundation.atomic_files import atomic_write_text
-from experiments.submit import device_overrides, render_sbatch, sbatch_submit
-from experiments.sweep_engine import SweepFileError, SweepSpec, grid_points, random_points, schema_errors, space_size
-from experiments.sweep_runs import compose_run, plan_run
+from experiments.launch.submit import device_overrides, render_sbatch, sbatch_submit
+from experiments.sweep.engine import SweepFileError, SweepSpec, grid_points, random_points, schema_errors, space_size
+from experiments.sweep.runs import compose_run, plan_run
 
-AGENT_ENTRY = ["-m", "experiments.sweep_task", "agent-run"]
+AGENT_ENTRY = ["-m", "experiments.sweep.task", "agent-run"]
 SWEEP_ID_PLACEHOLDER = "<SWEEP_ID>"
 
 
@@ -33,7 +33,7 @@ def wandb_sweep_config(spec: SweepSpec, run_overrides: list[str], max_runs: int 
     """The config `wandb.sweep` gets: the file's search (parameters flattened to Hydra keys), our command."""
     config = {k: v for k, v in spec.config.items() if k not in ("command", "program")}
     config["name"] = spec.name
-    config["program"] = "experiments/sweep_task.py"
+    config["program"] = "experiments/sweep/task.py"
     # ${interpreter} is `python` on the agent's PATH: the sbatch script puts this interpreter's folder first.
     config["command"] = ["${env}", "${interpreter}", *AGENT_ENTRY, *run_overrides]
     if max_runs:
@@ -110,7 +110,7 @@ def run_wandb_backend(spec: SweepSpec, fixed: list[str], *, max_runs: int | None
     log_dir = Path(cfg.launcher.log_dir).resolve()
     path = log_dir / f"{spec.name}-{sweep_id}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     atomic_write_text(path, script)
-    from experiments.sweep import child_env
+    from experiments.sweep.command import child_env
 
     job = sbatch_submit(path, env=child_env())
     print(f"created W&B sweep {target}; submitted job array {job} ({tasks} agents x {count} runs), script {path}, "

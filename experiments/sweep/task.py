@@ -1,8 +1,8 @@
 """One point of a sweep, trained in this process: what a Slurm array task or a W&B agent runs.
 
-  python -m experiments.sweep_task array-task SWEEP_DIR [overrides]   SLURM_ARRAY_TASK_ID picks the run from
+  python -m experiments.sweep.task array-task SWEEP_DIR [overrides]   SLURM_ARRAY_TASK_ID picks the run from
                                                                       SWEEP_DIR/points.json
-  python -m experiments.sweep_task agent-run [overrides]              started by `wandb agent`: the point comes
+  python -m experiments.sweep.task agent-run [overrides]              started by `wandb agent`: the point comes
                                                                       from WANDB_SWEEP_PARAM_PATH, the run id from
                                                                       WANDB_RUN_ID, the sweep from WANDB_SWEEP_ID
 
@@ -21,9 +21,9 @@ import yaml
 
 from dtl_foundation.atomic_files import atomic_write_text
 from experiments.run_dir import WANDB_ID_FILE
-from experiments.sweep_engine import plain
-from experiments.sweep_runs import plan_run
-from experiments.sweep_store import SweepStore
+from experiments.sweep.engine import plain
+from experiments.sweep.runs import plan_run
+from experiments.sweep.store import SweepStore
 
 
 def is_rank_zero() -> bool:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from experiments.evaluation_inputs import EvaluationInputError, VideoPair, match_videos
-from experiments.evaluation_metrics import METRIC_GROUPS, DecodedPair, EvalOptions, build_scorers
-from experiments.evaluation_report import log_to_wandb, write_outputs
+from experiments.evaluate.inputs import EvaluationInputError, VideoPair, match_videos
+from experiments.evaluate.scorers import METRIC_GROUPS, DecodedPair, EvalOptions, build_scorers
+from experiments.evaluate.report import log_to_wandb, write_outputs
 from dtl_foundation.media.video_read import VideoReadError, read_video
 
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     generated, reference, group = args.generated, args.reference, args.group
     if args.checkpoint is not None:
-        from experiments.evaluation_generation import generate_split
+        from experiments.evaluate.generation import generate_split
 
         try:
             made = generate_split(args.checkpoint, args.renderer, args.generated, refiner=args.refiner,

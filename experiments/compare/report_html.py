@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from experiments.comparison import ComparisonTable, Variant, reading_guide, settings_differences, table_cells
+from experiments.compare.table import ComparisonTable, Variant, reading_guide, settings_differences, table_cells
 
 TABLE_BACKGROUND = "#e6f0fa"  # the comparison table's own colour (a rendering test looks for it)
 IMAGE_MAX_WIDTH = 1000

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dtl_foundation.atomic_files import atomic_write_text
-from experiments.evaluation_metrics import GOALS
+from experiments.evaluate.scorers import GOALS
 
 
 def table_cell(value: Any) -> Any:

@@ -46,7 +46,7 @@ def generate_split(checkpoint: str | Path, renderer: str | Path, out: str | Path
                    guidance: float | None = None, seed: int = 0, device: str = "cpu",
                    progress: bool = True) -> SplitGeneration:
     """Generate every `split` clip of the checkpoint's run that has a reference video, skipping those already done."""
-    from experiments.generate_video import generate_video, portrait_from_image
+    from experiments.generate.video import generate_video, portrait_from_image
     from lightning_modules.renderer_finetune import load_renderer
 
     _, config_path = resolve_checkpoint(checkpoint)

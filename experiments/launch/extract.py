@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.submit import compose_config, render_sbatch, write_and_submit
+from experiments.launch.submit import compose_config, render_sbatch, write_and_submit
 
 OWN_FLAGS = ("--shard", "--workers")  # set per task by the script
 

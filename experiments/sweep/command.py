@@ -29,11 +29,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments.summary import final_metrics
-from experiments.sweep_engine import (SweepFileError, SweepSpec, bayes_point, grid_points, history_run, load_sweep,
+from experiments.compare.summary import final_metrics
+from experiments.sweep.engine import (SweepFileError, SweepSpec, bayes_point, grid_points, history_run, load_sweep,
                                       random_points, space_size)
-from experiments.sweep_runs import SweepRunError, compose_run, override_key, plan_run
-from experiments.sweep_store import PlannedRun, SweepStateError, SweepStore
+from experiments.sweep.runs import SweepRunError, compose_run, override_key, plan_run
+from experiments.sweep.store import PlannedRun, SweepStateError, SweepStore
 
 SWEEP_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 # A child run must start its own W&B service and be its own run, whatever this process runs under.
@@ -295,7 +295,7 @@ def array_spec(indices: list[int], parallel: int | None) -> str:
 def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> tuple[str, Path]:
     """One sbatch job array over `runs` (dtl submit's script, each task training the point of its task id); the
     script and the folder of its logs."""
-    from experiments.submit import device_overrides, render_sbatch
+    from experiments.launch.submit import device_overrides, render_sbatch
 
     slurm_defaults = [f"launcher.job_name={sweep.sweep_id}", f"launcher.log_dir={sweep.store.slurm_dir}"]
     launchers = {}
@@ -308,14 +308,14 @@ def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> 
         raise SweepFileError(f"{sweep.spec.path}: runs {a.run_id} and {b.run_id} ask Slurm for different resources "
                              "(launcher.*); one job array has one set: split the sweep or fix launcher.* by override")
     first, cfg = next(iter(launchers.values()))
-    command = [sys.executable, "-m", "experiments.sweep_task", "array-task", str(sweep.store.root),
+    command = [sys.executable, "-m", "experiments.sweep.task", "array-task", str(sweep.store.root),
                *device_overrides(cfg, first.overrides)]
     script = render_sbatch(cfg, first.overrides, array=array_spec([r.index for r in runs], parallel), command=command)
     return script, Path(cfg.launcher.log_dir).resolve()
 
 
 def submit_slurm(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> int:
-    from experiments.submit import write_and_submit
+    from experiments.launch.submit import write_and_submit
 
     script, log_dir = render_array(sweep, runs, parallel)
     log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the folder of --output
@@ -366,7 +366,7 @@ def main(argv: list[str]) -> int:
         spec = load_sweep(ns.file)
         check_fixed_overrides(spec, ns.overrides)
         if ns.backend == "wandb":
-            from experiments.sweep_wandb import run_wandb_backend
+            from experiments.sweep.wandb_backend import run_wandb_backend
 
             return run_wandb_backend(spec, ns.overrides, max_runs=ns.max_runs, project=ns.project,
                                      entity=ns.entity, count=ns.count_per_task, tasks=ns.array,

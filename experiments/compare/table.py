@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.run_logs import RunLog, available_metrics
+from experiments.compare.run_logs import RunLog, available_metrics
 
 # Settings that name a run rather than what it trains: never part of a variant.
 RUN_IDENTITY_KEYS = ("run_id", "seed", "tags", "resume", "ckpt_path", "task_name", "paths.*", "launcher.*",

@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     bs.add_argument("--device", default="cpu")
     bs.add_argument("--out", default="generated")
     bs.set_defaults(func=cmd_blendshapes)
-    from experiments.generate_video import add_parser as add_video_parser
+    from experiments.generate.video import add_parser as add_video_parser
 
     add_video_parser(sub)
     ns = parser.parse_args(argv)

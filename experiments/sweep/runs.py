@@ -9,9 +9,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.submit import compose_config
-from experiments.sweep_engine import hydra_overrides, hydra_value
-from experiments.sweep_store import PlannedRun
+from experiments.launch.submit import compose_config
+from experiments.sweep.engine import hydra_overrides, hydra_value
+from experiments.sweep.store import PlannedRun
 
 
 class SweepRunError(ValueError):
