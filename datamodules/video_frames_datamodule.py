@@ -27,8 +27,7 @@ from dtl_foundation.atomic_files import atomic_save_npz
 from datamodules.manifest import ClipRecord, Manifest
 from dtl_foundation.mead import EMOTION_INDEX
 from datamodules.split_loaders import SplitLoadersDataModule
-from dtl_foundation.media.mfcc import syncnet_mfcc
-from metrics.syncnet import MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES
+from dtl_foundation.media.mfcc import MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES, syncnet_mfcc
 from dtl_foundation.media.video_read import VideoReadError, read_audio_track, read_frames
 
 log = logging.getLogger(__name__)

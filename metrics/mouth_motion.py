@@ -46,7 +46,7 @@ def jaw_probe(speaker: str = "M001", image_size: int = 64, frames: int = 50, cyc
     from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
     from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
     from rendering.default_rig import default_rig
-    from datamodules.demo.videos import speaker_face_params
+    from rendering.speaker_faces import speaker_face_params
     from rendering.gl_renderer import FaceRenderer
     from dtl_foundation.media.portrait import PortraitError, crop, crop_box_from_landmarks
 

@@ -27,17 +27,13 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 from torchmetrics import Metric
 
-from dtl_foundation.media.mfcc import syncnet_mfcc_torch
+from dtl_foundation.media.mfcc import MAX_OFFSET, MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES, syncnet_mfcc_torch
 from dtl_foundation.weights import WeightsError, resolve_weights
 
 VIDEO_FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS
-WINDOW_FRAMES = 5
-MFCC_PER_FRAME = 4
-MFCC_WINDOW = 20
 CROP_SIZE = 224
-MAX_OFFSET = 15
 EMBEDDING_DIM = 1024
 DISTANCE_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default, which the reference relies on
 CHANNEL_ORDERS = ("rgb", "bgr")

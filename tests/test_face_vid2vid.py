@@ -212,7 +212,7 @@ def test_rig_head_angles_map_onto_the_estimators_rotation():
     from lightning_modules.networks.face_vid2vid.head_expression import angles_from_rig
     from dtl_foundation.media.face_detect import LEFT_EYE, NOSE_TIP, RIGHT_EYE, FaceLandmarker
     from rendering.default_rig import default_rig
-    from datamodules.demo.videos import speaker_face_params
+    from rendering.speaker_faces import speaker_face_params
     from rendering.gl_renderer import FaceRenderer
 
     poses = np.zeros((3, 6))

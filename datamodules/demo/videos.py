@@ -16,16 +16,12 @@ from tqdm import tqdm
 from datamodules.corpus import load_track, scan_corpus
 from dtl_foundation.atomic_files import atomic_save_npy
 from dtl_foundation.mead import ClipKey
-from rendering.default_rig import FaceParams, default_rig
+from rendering.default_rig import default_rig
 from rendering.gl_renderer import FaceRenderer, create_context
+from rendering.speaker_faces import speaker_face_params
 from dtl_foundation.media.video_write import VideoError, check_video, write_video
 
 log = logging.getLogger(__name__)
-
-
-def speaker_face_params(speaker: str, seed: int = 0) -> FaceParams:
-    """The face of a synthetic speaker: colours and proportions drawn from (seed, speaker)."""
-    return FaceParams.sample(np.random.default_rng([seed, zlib.crc32(f"{speaker}/face-rig".encode())]))
 
 
 def head_motion(frames: int, fps: float, rng: np.random.Generator, degrees: float = 3.0) -> np.ndarray:

@@ -24,6 +24,11 @@ CEPSTRAL_LIFTER = 22
 WINDOW_SECONDS = 0.025
 HOP_SECONDS = 0.01
 INT16_SCALE = 32768.0
+# SyncNet's window: 5 video frames at 25 fps face 20 MFCC columns (4 per frame); offsets are searched to +-15 frames
+WINDOW_FRAMES = 5
+MFCC_PER_FRAME = 4
+MFCC_WINDOW = WINDOW_FRAMES * MFCC_PER_FRAME
+MAX_OFFSET = 15
 _EPS = np.finfo(float).eps  # python_speech_features' floor for zero energies before the log
 
 
