@@ -85,7 +85,7 @@ def test_sixty_seconds_without_seams(trained):
 @pytest.mark.slow
 def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_path, capsys):
     from dtl_foundation.arkit import read_live_link_csv
-    from experiments.generate.blendshapes import main as generate
+    from experiments.generate.command import main as generate
 
     clip = trained["datamodule"].datasets["test"].clips[0]
     wav = demo_corpus / clip.speaker / "audio" / clip.emotion / f"level_{clip.level}" / f"{clip.sentence}.wav"
@@ -106,7 +106,7 @@ def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_pat
 def test_generate_rejects_bad_audio_and_emotions_naming_the_file(trained, tmp_path, capsys):
     import soundfile as sf
 
-    from experiments.generate.blendshapes import main as generate
+    from experiments.generate.command import main as generate
 
     silent, garbage = tmp_path / "silent.wav", tmp_path / "garbage.wav"
     sf.write(silent, np.zeros(16000, np.float32), 16000)

@@ -40,7 +40,7 @@ def runs(tiny_corpus, talking_corpus, tmp_path_factory, one_thread):  # noqa: F8
 def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path, capsys):
     from dtl_foundation.arkit import read_live_link_csv
     from dtl_foundation.media.audio import audio_duration
-    from experiments.generate.blendshapes import main
+    from experiments.generate.command import main
     from dtl_foundation.media.video_write import check_video, probe_video
     from talking_video import speak
 
@@ -70,7 +70,7 @@ def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path
 
 
 def test_a_portrait_without_a_face_is_refused(runs, tmp_path, capsys):
-    from experiments.generate.blendshapes import main
+    from experiments.generate.command import main
     from talking_video import speak
 
     blank = tmp_path / "wall.png"

@@ -89,9 +89,7 @@ def cmd_blendshapes(ns: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="dtl generate", description=__doc__)
-    sub = parser.add_subparsers(dest="what", required=True)
+def add_parser(sub) -> None:
     bs = sub.add_parser("blendshapes", help="ARKit Live Link Face CSV for MetaHuman, Unreal or Blender")
     bs.add_argument("--checkpoint", required=True, help="an EmoDiff run directory or checkpoint")
     bs.add_argument("--refiner", help="a lip-refinement run directory or checkpoint applied to EmoDiff's output")
@@ -107,11 +105,3 @@ def main(argv: list[str]) -> int:
     bs.add_argument("--device", default="cpu")
     bs.add_argument("--out", default="generated")
     bs.set_defaults(func=cmd_blendshapes)
-    from experiments.generate.video import add_parser as add_video_parser
-
-    add_video_parser(sub)
-    ns = parser.parse_args(argv)
-    if not ns.audio and not ns.audio_list and not getattr(ns, "audio_dir", None):
-        parser.error("give --audio FILE [FILE ...], --audio-list LIST" + (" or --audio-dir DIR" if ns.what == "video"
-                                                                           else ""))
-    return ns.func(ns)

@@ -13,7 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.launch.submit import compose_config, render_sbatch, write_and_submit
+from experiments.config import compose_config
+from experiments.data_cli import build_parser
+from experiments.launch.sbatch import render_sbatch, write_and_submit
 
 OWN_FLAGS = ("--shard", "--workers")  # set per task by the script
 
@@ -39,8 +41,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[str
 
 
 def main(argv: list[str]) -> int:
-    from experiments.data_cli import build_parser
-
     ns, launcher, extract = parse_args(argv)
     corpus = ns.corpus.resolve()
     if not corpus.is_dir():

@@ -32,16 +32,12 @@ from omegaconf import OmegaConf
 from experiments.compare.summary import final_metrics
 from experiments.sweep.engine import (SweepFileError, SweepSpec, bayes_point, grid_points, history_run, load_sweep,
                                       random_points, space_size)
-from experiments.sweep.runs import SweepRunError, compose_run, override_key, plan_run
+from experiments.launch.sbatch import device_overrides, render_sbatch, write_and_submit
+from experiments.sweep.runs import SweepRunError, child_env, compose_run, override_key, plan_run
 from experiments.sweep.store import PlannedRun, SweepStateError, SweepStore
+from experiments.sweep.wandb_backend import run_wandb_backend
 
 SWEEP_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")
-# A child run must start its own W&B service and be its own run, whatever this process runs under.
-INHERITED_WANDB = ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
-
-
-def child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in INHERITED_WANDB}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -295,8 +291,6 @@ def array_spec(indices: list[int], parallel: int | None) -> str:
 def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> tuple[str, Path]:
     """One sbatch job array over `runs` (dtl submit's script, each task training the point of its task id); the
     script and the folder of its logs."""
-    from experiments.launch.submit import device_overrides, render_sbatch
-
     slurm_defaults = [f"launcher.job_name={sweep.sweep_id}", f"launcher.log_dir={sweep.store.slurm_dir}"]
     launchers = {}
     for run in runs:
@@ -315,8 +309,6 @@ def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> 
 
 
 def submit_slurm(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> int:
-    from experiments.launch.submit import write_and_submit
-
     script, log_dir = render_array(sweep, runs, parallel)
     log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the folder of --output
     job, path = write_and_submit(script, sweep.store.slurm_dir, sweep.sweep_id, env=child_env())
@@ -366,8 +358,6 @@ def main(argv: list[str]) -> int:
         spec = load_sweep(ns.file)
         check_fixed_overrides(spec, ns.overrides)
         if ns.backend == "wandb":
-            from experiments.sweep.wandb_backend import run_wandb_backend
-
             return run_wandb_backend(spec, ns.overrides, max_runs=ns.max_runs, project=ns.project,
                                      entity=ns.entity, count=ns.count_per_task, tasks=ns.array,
                                      parallel=ns.parallel, dry_run=ns.dry_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,18 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.launch.submit import compose_config
+from experiments.config import compose_config
 from experiments.sweep.engine import hydra_overrides, hydra_value
 from experiments.sweep.store import PlannedRun
+
+
+# A child run must start its own W&B service and be its own run, whatever this process runs under.
+INHERITED_WANDB = ("WANDB_SERVICE", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment less the W&B variables a child run must not inherit."""
+    return {k: v for k, v in os.environ.items() if k not in INHERITED_WANDB}
 
 
 class SweepRunError(ValueError):

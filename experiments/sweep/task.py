@@ -24,6 +24,7 @@ from experiments.run_dir import WANDB_ID_FILE
 from experiments.sweep.engine import plain
 from experiments.sweep.runs import plan_run
 from experiments.sweep.store import SweepStore
+from experiments.train import run_train
 
 
 def is_rank_zero() -> bool:
@@ -32,8 +33,6 @@ def is_rank_zero() -> bool:
 
 def train_in_process(overrides: list[str]) -> int:
     """`dtl train` here; its exit status (Hydra turns a failure into SystemExit(1))."""
-    from experiments.cli import run_train
-
     try:
         return run_train(overrides)
     except SystemExit as e:

@@ -21,9 +21,9 @@ from pathlib import Path
 import yaml
 
 from dtl_foundation.atomic_files import atomic_write_text
-from experiments.launch.submit import device_overrides, render_sbatch, sbatch_submit
+from experiments.launch.sbatch import device_overrides, render_sbatch, sbatch_submit
 from experiments.sweep.engine import SweepFileError, SweepSpec, grid_points, random_points, schema_errors, space_size
-from experiments.sweep.runs import compose_run, plan_run
+from experiments.sweep.runs import child_env, compose_run, plan_run
 
 AGENT_ENTRY = ["-m", "experiments.sweep.task", "agent-run"]
 SWEEP_ID_PLACEHOLDER = "<SWEEP_ID>"
@@ -110,8 +110,6 @@ def run_wandb_backend(spec: SweepSpec, fixed: list[str], *, max_runs: int | None
     log_dir = Path(cfg.launcher.log_dir).resolve()
     path = log_dir / f"{spec.name}-{sweep_id}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     atomic_write_text(path, script)
-    from experiments.sweep.command import child_env
-
     job = sbatch_submit(path, env=child_env())
     print(f"created W&B sweep {target}; submitted job array {job} ({tasks} agents x {count} runs), script {path}, "
           f"logs {log_dir}/{cfg.launcher.job_name}-{job}_<k>.out")
