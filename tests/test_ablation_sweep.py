@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from browser import screenshot
-from experiments.sweep.command import command as sweep
+from experiments.sweep import command as sweep
 from experiments.compare.command import main as compare
 from experiments.compare.report_html import TABLE_BACKGROUND
 from experiments.compare.summary import final_metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.sweep.command import command as sweep
+from experiments.sweep import command as sweep
 from experiments.compare.summary import final_metrics
 from experiments.sweep.engine import load_sweep, random_points
 from experiments.sweep.store import SweepStore
