@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.features import FeatureConfig
+from dtl_foundation.run_layout import RUN_CHECKPOINTS, RunLayout
 from datamodules import config_resolvers  # noqa: F401  (registers the config resolvers)
 
 
@@ -28,24 +29,23 @@ class TrainedModel:
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """A run directory (best.ckpt, else last.ckpt) or a checkpoint inside one -> (checkpoint, resolved config)."""
     path = Path(path)
-    if path.is_dir():
-        run_dir = path
-        names = ["best.ckpt", "last.ckpt", "best.fp32.ckpt", "last.fp32.ckpt"]  # fp32: `dtl export` of ZeRO runs
-        checkpoint = next((run_dir / "checkpoints" / n for n in names if (run_dir / "checkpoints" / n).is_file()), None)
-        if checkpoint is None:
-            if any((run_dir / "checkpoints" / n).is_dir() for n in names[:2]):
-                raise FileNotFoundError(f"{run_dir}: its checkpoints are DeepSpeed ZeRO directories; convert one "
-                                        f"first: dtl export {run_dir}")
-            raise FileNotFoundError(f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt")
-    elif path.is_dir() and (path / "latest").is_file():
+    if path.is_dir() and (path / "latest").is_file():  # before the run-directory case: it is a directory too
         raise FileNotFoundError(f"{path}: a DeepSpeed ZeRO checkpoint directory; convert it first: dtl export {path}")
+    if path.is_dir():
+        run = RunLayout(path)
+        checkpoint = run.inference_checkpoint()
+        if checkpoint is None:
+            if any((run.checkpoints / n).is_dir() for n in RUN_CHECKPOINTS):
+                raise FileNotFoundError(f"{path}: its checkpoints are DeepSpeed ZeRO directories; convert one "
+                                        f"first: dtl export {path}")
+            raise FileNotFoundError(f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt")
     elif path.is_file():
-        checkpoint, run_dir = path, path.parent.parent
+        checkpoint, run = path, RunLayout.of_checkpoint(path)
     else:
         raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
-    configs = sorted((run_dir / "meta").glob("attempt_*/config.yaml"), key=lambda p: int(p.parent.name.split("_")[1]))
+    configs = run.configs()
     if not configs:
-        raise FileNotFoundError(f"{run_dir}: no meta/attempt_*/config.yaml beside the checkpoint "
+        raise FileNotFoundError(f"{run.root}: no meta/attempt_*/config.yaml beside the checkpoint "
                                 "(is this a dtl run directory?)")
     return checkpoint, configs[-1]
 

@@ -20,12 +20,13 @@ from typing import Any, Iterable
 import numpy as np
 import yaml
 
+from dtl_foundation.run_layout import WANDB_ID_FILE, RunLayout, attempt_number
 from experiments.compare.summary import final_metrics
 
 CSV_GLOB = "csv/attempt_*/metrics.csv"
 WANDB_GLOB = "wandb/*run-*/run-*.wandb"  # offline-run-<time>-<id>/ and, for online runs, run-<time>-<id>/
 CONFIG_GLOBS = ("meta/attempt_*/config.yaml", ".hydra/config.yaml", "csv/attempt_*/hparams.yaml")
-RUN_DIR_MARKERS = (CSV_GLOB, WANDB_GLOB, *CONFIG_GLOBS, "wandb_id", "checkpoints")
+RUN_DIR_MARKERS = (CSV_GLOB, WANDB_GLOB, *CONFIG_GLOBS, WANDB_ID_FILE, "checkpoints")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 STEP_KEYS = ("trainer/global_step", "step", "_step")
 NOT_METRICS = {"step", "epoch", "trainer/global_step"}
@@ -65,11 +66,6 @@ class RunLog:
         return self.config.get("seed")
 
 
-def _attempt_number(path: Path) -> int:
-    """meta/attempt_3/config.yaml -> 3 (-1 outside an attempt folder)."""
-    return next((int(m.group(1)) for part in path.parts if (m := re.fullmatch(r"attempt_(\d+)", part))), -1)
-
-
 def _attempt_order(path: Path) -> tuple[str, float]:
     """W&B run folders are named <kind>-<YYYYMMDD_HHMMSS>-<id>: order attempts by that time, then by mtime."""
     match = re.search(r"run-(\d{8}_\d{6})-", path.parent.name)
@@ -106,7 +102,7 @@ def find_run_dirs(folder: Path) -> list[Path]:
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The composed config of the run's latest launch ({} when the run saved none)."""
     for pattern in CONFIG_GLOBS:
-        paths = sorted(run_dir.glob(pattern), key=_attempt_number)
+        paths = sorted(run_dir.glob(pattern), key=attempt_number)
         if not paths:
             continue
         try:
@@ -130,7 +126,7 @@ def _curves_from_points(points: dict[str, dict[int, float]]) -> dict[str, Curve]
 def read_csv_curves(run_dir: Path) -> dict[str, Curve]:
     """Every metric over steps from all CSV attempts; a resumed attempt's value replaces an earlier one's."""
     points: dict[str, dict[int, float]] = {}
-    for path in sorted(run_dir.glob(CSV_GLOB), key=_attempt_number):
+    for path in RunLayout(run_dir).csv_logs():
         with open(path, newline="") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 try:

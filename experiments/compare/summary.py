@@ -6,11 +6,13 @@ import csv
 import sys
 from pathlib import Path
 
+from dtl_foundation.run_layout import RunLayout
+
 
 def final_metrics(run_dir: Path) -> dict[str, float]:
     """The last logged value of every metric over all attempts of a run (a resumed attempt overrides)."""
     values: dict[str, float] = {}
-    attempts = sorted((run_dir / "csv").glob("attempt_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    attempts = RunLayout(run_dir).csv_logs()
     if not attempts:
         raise FileNotFoundError(f"{run_dir}: no csv/attempt_*/metrics.csv (not a dtl run directory?)")
     for path in attempts:

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from datamodules.manifest import ClipRecord, Manifest
+from dtl_foundation.run_layout import RunLayout
 from lightning_modules.trained_model import TrainedModel, load_trained_model, resolve_checkpoint
 from dtl_foundation.media.video_read import read_frames
 
@@ -50,7 +51,7 @@ def generate_split(checkpoint: str | Path, renderer: str | Path, out: str | Path
     from lightning_modules.renderer_finetune import load_renderer
 
     _, config_path = resolve_checkpoint(checkpoint)
-    run_dir = config_path.parents[2]  # <run_dir>/meta/attempt_<k>/config.yaml
+    run_dir = RunLayout.of_attempt_file(config_path).root
     manifest, clips = split_clips(run_dir, split, limit)
     trained: TrainedModel = load_trained_model(checkpoint, device)
     refined = load_trained_model(refiner, device) if refiner else None

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from dtl_foundation.atomic_files import atomic_write_text
-from experiments.run_dir import WANDB_ID_FILE
+from dtl_foundation.run_layout import RunLayout
 from experiments.sweep.engine import plain
 from experiments.sweep.runs import plan_run
 from experiments.sweep.store import SweepStore
@@ -86,7 +86,7 @@ def agent_run(fixed: list[str]) -> int:
     params = {k: plain(v["value"]) for k, v in entries.items() if k != "wandb_version"}
     run = plan_run(sweep_id, 0, params, ["logger.wandb.offline=false", *fixed], f"W&B sweep {sweep_id}",
                    suffix=wandb_run)
-    id_file = Path(run.run_dir) / WANDB_ID_FILE
+    id_file = RunLayout(Path(run.run_dir)).wandb_id_file
     if is_rank_zero() and not id_file.exists():  # the run directory's W&B id is the run the agent created
         atomic_write_text(id_file, wandb_run + "\n")
     return train_in_process(run.overrides)
