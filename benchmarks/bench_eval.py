@@ -28,10 +28,10 @@ from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.evaluate import evaluate  # noqa: E402
-from experiments.evaluation_metrics import METRIC_GROUPS, EvalOptions  # noqa: E402
+from experiments.evaluate.command import evaluate  # noqa: E402
+from experiments.evaluate.scorers import METRIC_GROUPS, EvalOptions  # noqa: E402
 from metrics.fid import write_seeded_fid_inception  # noqa: E402
-from metrics.weights import MissingWeightsError, WeightsChecksumError, resolve_weights  # noqa: E402
+from dtl_foundation.weights import MissingWeightsError, WeightsChecksumError, resolve_weights  # noqa: E402
 
 
 def joined_video(corpus: Path, seconds: float, work: Path) -> Path:
@@ -60,8 +60,8 @@ def joined_video(corpus: Path, seconds: float, work: Path) -> Path:
 
 def degraded_copy(reference: Path, root: Path, work: Path) -> Path:
     """The same relative path under <work>/generated: blurred, noisy frames with the reference's audio."""
-    from metrics.video_io import read_video
-    from rendering.video import write_video
+    from dtl_foundation.media.video_read import read_video
+    from dtl_foundation.media.video_write import write_video
 
     clip = read_video(reference)
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ def main() -> None:
     from datamodules.extraction.face_track import FaceTracker, to_camera_pixels
     from datamodules.extraction.landmark_fit import fit_landmarks
     from datamodules.extraction.rig_landmarks import default_calibration
-    from metrics.video_io import read_frames
+    from dtl_foundation.media.video_read import read_frames
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("corpus")

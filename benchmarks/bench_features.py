@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from datamodules.audio import audio_duration, load_audio
+from dtl_foundation.media.audio import audio_duration, load_audio
 from datamodules.feature_cache import FeatureCache, precompute_features
 from datamodules.features import FeatureConfig, compute_features
 

@@ -22,7 +22,7 @@ from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance, get_activations
 from pytorch_fid.inception import InceptionV3
 
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.atomic_files import atomic_write_text
 from metrics.fid import FrechetInceptionDistance, write_seeded_fid_inception
 from metrics.frechet import frechet_distance
 

@@ -44,7 +44,7 @@ def bench_frames(rig, size: int, aa: str, frames: int) -> dict:
 
 def bench_demo(clips: int, size: int, aa: str, corpus: Path | None) -> None:
     from datamodules.demo.build import build_demo_corpus
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     with tempfile.TemporaryDirectory() as tmp:
         root = corpus or build_demo_corpus(Path(tmp) / "demo", progress=False)

@@ -18,8 +18,8 @@ from experiments.train import CONFIG_DIR
 from rendering.default_rig import default_rig
 from rendering.gl_renderer import FaceRenderer
 from rendering.motion_transfer import MotionTransfer
-from rendering.portrait import CropBox, paste_back
-from rendering.video import write_video
+from dtl_foundation.media.portrait import CropBox, paste_back
+from dtl_foundation.media.video_write import write_video
 
 FPS = 25.0
 
@@ -73,8 +73,8 @@ def bench_emodiff(run: str, seconds_of_audio: float) -> float:
     """Seconds of EmoDiff sampling (DDIM-50 default steps) per second of audio, on espeak-ng speech."""
     import subprocess
 
-    from experiments.generate import generate_blendshapes
-    from experiments.trained_model import load_trained_model
+    from experiments.generate.blendshapes import generate_blendshapes
+    from lightning_modules.trained_model import load_trained_model
 
     trained = load_trained_model(run)
     with tempfile.TemporaryDirectory() as tmp:

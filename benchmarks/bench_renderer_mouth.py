@@ -38,7 +38,7 @@ def main() -> int:
     from datamodules.corpus import scan_corpus
     from datamodules.demo.build import build_demo_corpus
     from experiments.train import CONFIG_DIR, train
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     work = args.work or Path(tempfile.mkdtemp(prefix="renderer_mouth_"))
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from scipy.io import wavfile
 from syncnet_python.SyncNetInstance import SyncNetInstance
 from syncnet_python.SyncNetModel import S as ReferenceSyncNet
 
-from metrics.face_crop import crop_faces
+from dtl_foundation.media.face_crop import crop_faces
 from metrics.syncnet import (
     SyncNet,
     SyncNetScorer,
@@ -36,7 +36,7 @@ from metrics.syncnet import (
     num_sync_windows,
     offset_distances,
 )
-from metrics.video_io import read_video
+from dtl_foundation.media.video_read import read_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from talking_video import FACE_BOX, FPS, draw_frames, mouth_opening, speak, write_video  # noqa: E402

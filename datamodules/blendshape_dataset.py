@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.mead import EMOTION_INDEX
+from dtl_foundation.mead import EMOTION_INDEX
 
 
 @dataclass

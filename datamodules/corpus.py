@@ -16,11 +16,11 @@ from typing import Any, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from datamodules.arkit import ARKIT_NAMES, NUM_BLENDSHAPES, BlendshapeNameError, read_live_link_csv
-from datamodules.audio import AudioError, audio_duration
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES, BlendshapeNameError, read_live_link_csv
+from dtl_foundation.media.audio import AudioError, audio_duration
+from dtl_foundation.atomic_files import atomic_write_text
 from datamodules.manifest import SPLITS, ClipRecord, Manifest
-from datamodules.mead import (AUDIO_EXTENSIONS, CORPUS_INFO_FILE, EMOTIONS, TRACK_EXTENSIONS, VIDEO_EXTENSIONS,
+from dtl_foundation.mead import (AUDIO_EXTENSIONS, CORPUS_INFO_FILE, EMOTIONS, TRACK_EXTENSIONS, VIDEO_EXTENSIONS,
                               ClipKey, levels_of, parse_level_dir)
 
 __all__ = ["ClipRecord", "CorpusError", "Manifest", "load_track", "read_corpus_info", "scan_corpus",

@@ -17,9 +17,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from datamodules.audio import AudioError, load_audio
+from dtl_foundation.media.audio import AudioError, load_audio
 from datamodules.features import FEATURE_VERSION, FeatureConfig, compute_features, fit_frames
-from datamodules.io_utils import atomic_save_npy, atomic_write_text
+from dtl_foundation.atomic_files import atomic_save_npy, atomic_write_text
 
 __all__ = ["FeatureCache", "precompute_features", "content_hash", "COMPUTATION_LOG_ENV"]
 

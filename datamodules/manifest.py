@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from datamodules.io_utils import atomic_write_text
+from dtl_foundation.atomic_files import atomic_write_text
 
 MANIFEST_FORMAT = "dreamtalk-lab/manifest"
 MANIFEST_VERSION = 1

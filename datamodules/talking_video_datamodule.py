@@ -1,7 +1,7 @@
 """LightningDataModule over talking videos: (source, driving) frame pairs from one video, face-cropped and resized.
 
 Each video is decoded once, cropped (a fixed square per video from dlib landmarks of its first frames, the framing
-rendering/portrait.py uses for portraits; or the centre square for videos that already are face crops) and cached
+dtl_foundation/media/portrait.py uses for portraits; or the centre square for videos that already are face crops) and cached
 as uint8 .npy under `cache_dir`, keyed by the file's path, size, mtime and the crop settings.
 Where the corpus has head pose tracks (<ID>/head_pose/..., the ground truth of `dtl data demo --video` or the estimates
 of `dtl data extract`), every item also carries the driving frame's (yaw, pitch, roll) for the head-pose loss.
@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.corpus import scan_corpus
-from datamodules.io_utils import atomic_save_npy
+from dtl_foundation.atomic_files import atomic_save_npy
 from datamodules.manifest import ClipRecord, Manifest
-from datamodules.mead import ClipKey
-from metrics.video_io import VideoReadError, read_frames
+from dtl_foundation.mead import ClipKey
+from dtl_foundation.media.video_read import VideoReadError, read_frames
 
 log = logging.getLogger(__name__)
 CROPS = ("detect", "center")
@@ -50,14 +50,14 @@ def with_videos(manifest: Manifest) -> list[ClipRecord]:
 
 def crop_video_frames(frames: np.ndarray, size: int, crop: str, source: str | os.PathLike) -> np.ndarray:
     """(T, size, size, 3) uint8 face crops of (T, H, W, 3) frames, one crop box for the whole video."""
-    from rendering.portrait import CropBox, PortraitError, crop as crop_image, detect_crop_box
+    from dtl_foundation.media.portrait import CropBox, PortraitError, crop as crop_image, detect_crop_box
 
     if crop == "center":
         height, width = frames.shape[1:3]
         side = min(height, width)
         box = CropBox(left=(width - side) / 2, top=(height - side) / 2, side=side)
     elif crop == "detect":
-        from metrics.face_detect import FaceLandmarker
+        from dtl_foundation.media.face_detect import FaceLandmarker
 
         landmarker = FaceLandmarker(upsample=1)
         box = None

@@ -23,13 +23,12 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from datamodules.corpus import scan_corpus
-from datamodules.io_utils import atomic_save_npz
+from dtl_foundation.atomic_files import atomic_save_npz
 from datamodules.manifest import ClipRecord, Manifest
-from datamodules.mead import EMOTION_INDEX
+from dtl_foundation.mead import EMOTION_INDEX
 from datamodules.split_loaders import SplitLoadersDataModule
-from metrics.mfcc import syncnet_mfcc
-from metrics.syncnet import MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES
-from metrics.video_io import VideoReadError, read_audio_track, read_frames
+from dtl_foundation.media.mfcc import MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES, syncnet_mfcc
+from dtl_foundation.media.video_read import VideoReadError, read_audio_track, read_frames
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -41,7 +40,7 @@ MANIFEST_NAME = "video_manifest.jsonl"
 def median_face_box(frames: np.ndarray, path: str | os.PathLike, probes: int = 3, upsample: int = 1
                     ) -> tuple[float, float, float, float]:
     """(left, top, right, bottom): the median of dlib's boxes on `probes` evenly spaced frames of (T, H, W, 3)."""
-    from metrics.face_detect import FaceLandmarker
+    from dtl_foundation.media.face_detect import FaceLandmarker
 
     landmarker = FaceLandmarker(upsample=upsample)
     index = np.unique(np.linspace(0, len(frames) - 1, probes).round().astype(int))
@@ -321,7 +320,7 @@ class VideoFramesDataModule(SplitLoadersDataModule):
             build_demo_corpus(self.corpus_dir, speakers=hp.demo_speakers, sentences=hp.demo_sentences,
                               seed=hp.demo_seed)
         if hp.render_videos:
-            from rendering.demo_videos import render_demo_videos
+            from datamodules.demo.videos import render_demo_videos
 
             everything = scan_corpus(self.corpus_dir, view=hp.view, val_speakers=0, test_speakers=0,
                                      on_error="skip", progress=False)

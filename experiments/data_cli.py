@@ -40,7 +40,7 @@ def spread_clip_ids(root: Path, per_speaker: int) -> list[str]:
 
 def render_videos(root: Path, *, size: int, view: str = "front", overwrite: bool = False,
                   limit: int | None = None, per_speaker: int | None = None) -> int:
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     clip_ids = spread_clip_ids(root, per_speaker) if per_speaker else None
     report = render_demo_videos(root, size=size, view=view, overwrite=overwrite, limit=limit, clip_ids=clip_ids)
@@ -93,7 +93,7 @@ def cmd_extract(ns: argparse.Namespace) -> int:
     from datamodules.extraction.extract import (ExtractError, ExtractOptions, excluded_clip_ids, parse_shard,
                                                 run_extraction)
     from datamodules.extraction.quality import QualityThresholds
-    from experiments.slurm_requeue import requeue_on_sigusr1
+    from dtl_foundation.slurm import requeue_on_sigusr1
 
     corpus = Path(ns.corpus)
     thresholds = QualityThresholds(max_residual=ns.max_residual, min_face_share=ns.min_quality_face_share,

@@ -11,18 +11,8 @@ from pathlib import Path
 
 import torch
 
-from datamodules.io_utils import atomic_path
-
-RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")
-
-
-def is_zero_checkpoint(path: Path) -> bool:
-    """Lightning's DeepSpeed layout: a directory with a `latest` file naming a tag folder of model/optim states."""
-    latest = path / "latest"
-    if not latest.is_file():
-        return False
-    tag_dir = path / latest.read_text().strip()
-    return any(tag_dir.glob("*model_states.pt")) and any(tag_dir.glob("*optim_states.pt"))
+from dtl_foundation.atomic_files import atomic_path
+from dtl_foundation.run_layout import RUN_CHECKPOINTS, RunLayout, is_zero_checkpoint
 
 
 def resolve_zero_checkpoint(path: str | Path) -> Path:
@@ -35,10 +25,9 @@ def resolve_zero_checkpoint(path: str | Path) -> Path:
         raise FileNotFoundError(f"{path}: no such run directory or checkpoint directory")
     if is_zero_checkpoint(path):
         return path
-    for name in RUN_CHECKPOINTS:
-        candidate = path / "checkpoints" / name
-        if candidate.is_dir() and is_zero_checkpoint(candidate):
-            return candidate
+    in_run = RunLayout(path).zero_checkpoint()
+    if in_run is not None:
+        return in_run
     if (path / "latest").is_file():
         tag = (path / "latest").read_text().strip()
         raise ValueError(f"{path}: not a complete DeepSpeed ZeRO checkpoint: its 'latest' names '{tag}', "

@@ -1,8 +1,7 @@
 """The one place that decides a run's directory, its attempt number, which checkpoint to resume, and its W&B id.
 
-A run directory `outputs/<experiment>/<run_id>` never changes across restarts or Slurm requeues. In it:
-`checkpoints/` (last.ckpt, best.ckpt), `hpc_ckpt_<n>.ckpt` (Lightning's requeue saves), `wandb_id`,
-`meta/attempt_<k>/` (resolved config, command line, git commit and diff of each launch), `csv/attempt_<k>/`.
+A run directory `outputs/<experiment>/<run_id>` never changes across restarts or Slurm requeues; what it holds is
+described by dtl_foundation.run_layout.RunLayout.
 """
 
 from __future__ import annotations
@@ -20,11 +19,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from datamodules.io_utils import atomic_write_text
-from experiments.slurm_requeue import slurm_job_id
+from dtl_foundation.atomic_files import atomic_write_text
+from dtl_foundation.run_layout import RunLayout, is_zero_checkpoint
+from dtl_foundation.slurm import slurm_job_id
 
 log = logging.getLogger(__name__)
-WANDB_ID_FILE = "wandb_id"
 ATTEMPT_ENV = "DTL_RUN_ATTEMPT"  # rank 0 passes its attempt number to the ranks it starts
 
 
@@ -42,8 +41,6 @@ def is_complete_checkpoint(path: Path) -> bool:
     """A torch checkpoint is a zip archive (a truncated one has no readable central directory); DeepSpeed's is a
     directory whose `latest` names a folder of model and optimizer states."""
     if path.is_dir():
-        from experiments.export import is_zero_checkpoint
-
         return is_zero_checkpoint(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -59,9 +56,7 @@ def saved_at(path: Path) -> int:
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint in the run directory: checkpoints/*.ckpt or a requeue's hpc_ckpt_*.ckpt."""
-    candidates = [p for p in list((run_dir / "checkpoints").glob("*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
-                  if p.is_file() or (p / "latest").is_file()]
-    for path in sorted(candidates, key=saved_at, reverse=True):
+    for path in sorted(RunLayout(run_dir).resume_candidates(), key=saved_at, reverse=True):
         if is_complete_checkpoint(path):
             return path
         log.warning("ignoring incomplete checkpoint %s", path)
@@ -89,19 +84,13 @@ class RunState:
 
 
 def _wandb_id(run_dir: Path) -> str:
-    path = run_dir / WANDB_ID_FILE
+    path = RunLayout(run_dir).wandb_id_file
     if path.exists():
         return path.read_text().strip()
     wandb_id = secrets.token_hex(4)
     if _is_rank_zero():
         atomic_write_text(path, wandb_id + "\n")
     return wandb_id
-
-
-def _next_attempt(run_dir: Path) -> int:
-    meta = run_dir / "meta"
-    existing = [int(p.name.split("_")[1]) for p in meta.glob("attempt_*") if p.name.split("_")[1].isdigit()]
-    return max(existing, default=-1) + 1
 
 
 def save_metadata(cfg: DictConfig, attempt_dir: Path) -> None:
@@ -125,15 +114,15 @@ def prepare_run(cfg: DictConfig) -> RunState:
     else:
         resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
     if _is_rank_zero():
-        attempt = _next_attempt(run_dir)
+        attempt = RunLayout(run_dir).next_attempt()
         os.environ[ATTEMPT_ENV] = str(attempt)  # inherited by the ranks Lightning starts from this process
     elif ATTEMPT_ENV in os.environ:  # such a rank: rank 0 has already created this attempt's folder
         attempt = int(os.environ[ATTEMPT_ENV])
     else:  # a rank Slurm or torchrun started
-        attempt = _next_attempt(run_dir)
+        attempt = RunLayout(run_dir).next_attempt()
     state = RunState(run_dir=run_dir, attempt=attempt, resume_checkpoint=resume, wandb_id=_wandb_id(run_dir))
     if _is_rank_zero():
-        save_metadata(cfg, run_dir / "meta" / f"attempt_{attempt}")
+        save_metadata(cfg, RunLayout(run_dir).attempt_meta(attempt))
     log.info("run directory %s (attempt %d); %s; W&B id %s", run_dir, attempt,
              f"resuming from {resume}" if resume else "starting fresh", state.wandb_id)
     return state

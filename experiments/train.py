@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from pathlib import Path
+import os
+import sys
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments import resolvers  # noqa: F401  (registers the config resolvers)
-from experiments.run_dir import prepare_run
+from experiments.config import CONFIG_DIR
+from experiments.run_dir import prepare_run, resolve_run_id
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -64,6 +65,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     train(cfg)
+
+
+def run_train(overrides: list[str]) -> int:
+    """`dtl train [overrides]`: a run id from the command line, the Slurm job or a new one, then Hydra's `main`."""
+    explicit = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_id=")), None)
+    if explicit is None:
+        run_id = resolve_run_id()
+        if "-m" in overrides or "--multirun" in overrides:  # one run directory per job of the sweep
+            os.environ.setdefault("DTL_SWEEP_ID", run_id)
+            run_id = f"{run_id}-job" + "${hydra:job.num}"
+        overrides = overrides + [f"run_id={run_id}"]
+    sys.argv = ["dtl train", *overrides]
+    # Single-node DDP: Lightning starts ranks 1..N-1 as `python -m <__main__'s module> sys.argv[1:]`, which would be
+    # `dtl` without its `train`; make that module the Hydra entry point itself.
+    import __main__
+    __main__.__spec__ = importlib.util.find_spec("experiments.train")
+    main()
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from metrics.weights import check_all
+from dtl_foundation.weights import check_all
 
 
 def main(argv: list[str]) -> int:

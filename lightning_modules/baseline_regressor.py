@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
+from dtl_foundation.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.losses import masked_weighted_mse
 from lightning_modules.optimization import optimizer_config

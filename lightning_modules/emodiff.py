@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
+from dtl_foundation.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
 from lightning_modules.diffusion import (cfg_denoise, ddim_sample, ddpm_sample, make_schedule, predicted_x0,
                                          prediction_target, q_sample)
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules.arkit import NUM_BLENDSHAPES
-from datamodules.mead import NUM_EMOTIONS
+from dtl_foundation.arkit import NUM_BLENDSHAPES
+from dtl_foundation.mead import NUM_EMOTIONS
 from lightning_modules.optimization import optimizer_config
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.arkit import MOUTH_INDICES
+from dtl_foundation.arkit import MOUTH_INDICES
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.mouth_perturbation import perturb_mouth
 from lightning_modules.optimization import optimizer_config
@@ -63,7 +63,7 @@ class LipRefiner(L.LightningModule):
             self._frozen["judge"] = BlendshapeEmotionClassifier.load_frozen(self.hparams.emotion_classifier)
 
     def _load_emodiff(self, datamodule: Any) -> nn.Module:
-        from experiments.trained_model import load_trained_model
+        from lightning_modules.trained_model import load_trained_model
 
         trained = load_trained_model(self.hparams.emodiff_run)
         if datamodule is not None and getattr(datamodule, "audio_mean", None) is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from datamodules.arkit import MOUTH_INDICES
+from dtl_foundation.arkit import MOUTH_INDICES
 
 
 def shift_in_time(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -201,7 +201,7 @@ def load_renderer(path: str | Path, device: str | torch.device = "cpu") -> Train
     import hydra
     from omegaconf import OmegaConf
 
-    from experiments.trained_model import resolve_checkpoint
+    from lightning_modules.trained_model import resolve_checkpoint
 
     checkpoint, config_path = resolve_checkpoint(path)
     cfg = OmegaConf.load(config_path)

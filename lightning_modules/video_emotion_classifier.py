@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules.mead import NUM_EMOTIONS
+from dtl_foundation.mead import NUM_EMOTIONS
 from datamodules.video_frames_datamodule import as_image_tensor
 from lightning_modules.networks.frame_emotion_cnn import FrameEmotionCNN
 from lightning_modules.optimization import optimizer_config

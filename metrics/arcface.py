@@ -17,8 +17,8 @@ import torch
 from skimage.transform import SimilarityTransform, warp
 from torch import nn
 
-from metrics.face_detect import LEFT_EYE, MOUTH_CORNERS, NOSE_TIP, RIGHT_EYE, FaceLandmarker, as_rgb_uint8
-from metrics.weights import WeightsError, WeightsFile, verified_path
+from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH_CORNERS, NOSE_TIP, RIGHT_EYE, FaceLandmarker, as_rgb_uint8
+from dtl_foundation.weights import WeightsError, WeightsFile, verified_path
 
 ARCFACE_CROP = 112
 # insightface's reference positions of (left eye, right eye, nose tip, left mouth corner, right mouth corner) in a

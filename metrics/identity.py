@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from metrics.face_detect import FaceLandmarker, as_rgb_uint8, import_dlib
-from metrics.weights import resolve_weights
+from dtl_foundation.media.face_detect import FaceLandmarker, as_rgb_uint8, import_dlib
+from dtl_foundation.weights import resolve_weights
 
 Embedder = Callable[[np.ndarray], "np.ndarray | None"]
 

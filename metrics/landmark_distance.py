@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from metrics.face_detect import MOUTH, NUM_LANDMARKS, FaceLandmarker
+from dtl_foundation.media.face_detect import MOUTH, NUM_LANDMARKS, FaceLandmarker
 
 
 def centred(landmarks: np.ndarray) -> np.ndarray:

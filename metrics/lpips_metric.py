@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from metrics.weights import resolve_weights
+from dtl_foundation.weights import resolve_weights
 
 BACKBONE_WEIGHTS = {"alex": "alexnet", "vgg": "vgg16"}
 

@@ -43,12 +43,12 @@ def jaw_probe(speaker: str = "M001", image_size: int = 64, frames: int = 50, cyc
               render_size: int = 256) -> JawProbe:
     """Render the jaw-only probe sequence of a demo speaker's face, cropped to the renderer's input size as the
     talking-video datamodule crops (one FFHQ-style box from dlib's landmarks of the first frame)."""
-    from datamodules.arkit import INDEX, NUM_BLENDSHAPES
-    from metrics.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
+    from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
+    from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
     from rendering.default_rig import default_rig
-    from rendering.demo_videos import speaker_face_params
+    from rendering.speaker_faces import speaker_face_params
     from rendering.gl_renderer import FaceRenderer
-    from rendering.portrait import PortraitError, crop, crop_box_from_landmarks
+    from dtl_foundation.media.portrait import PortraitError, crop, crop_box_from_landmarks
 
     jaw = 0.5 - 0.5 * np.cos(np.arange(frames) / frames * 2 * np.pi * cycles)
     coeffs = np.zeros((frames, NUM_BLENDSHAPES), np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from metrics.face_detect import as_rgb_uint8
+from dtl_foundation.media.face_detect import as_rgb_uint8
 
 LUMA = np.array([0.299, 0.587, 0.114])
 

@@ -27,17 +27,13 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 from torchmetrics import Metric
 
-from metrics.mfcc import syncnet_mfcc_torch
-from metrics.weights import WeightsError, resolve_weights
+from dtl_foundation.media.mfcc import MAX_OFFSET, MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES, syncnet_mfcc_torch
+from dtl_foundation.weights import WeightsError, resolve_weights
 
 VIDEO_FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS
-WINDOW_FRAMES = 5
-MFCC_PER_FRAME = 4
-MFCC_WINDOW = 20
 CROP_SIZE = 224
-MAX_OFFSET = 15
 EMBEDDING_DIM = 1024
 DISTANCE_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default, which the reference relies on
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -242,7 +238,7 @@ class SyncNetScorer(nn.Module):
 
     crops: (T, 3, 224, 224) face crops at 25 fps, uint8 or float on the 0-255 scale, in `channel_order` ("rgb" crops
     are turned into the BGR SyncNet was trained on by permuting the first convolution's input channels).
-    audio: (N,) mono 16 kHz, int16 samples or floats in [-1, 1] (scaled by 32768, as metrics.mfcc does).
+    audio: (N,) mono 16 kHz, int16 samples or floats in [-1, 1] (scaled by 32768, as dtl_foundation.media.mfcc does).
     The folded layers are a snapshot of `net` taken here; the scorer moves with .to() like any module.
     """
 
@@ -323,7 +319,7 @@ class SyncNetScorer(nn.Module):
         crops = torch.as_tensor(crops, device=self.device)
         if crops.ndim != 4 or crops.shape[1:] != (3, CROP_SIZE, CROP_SIZE):
             raise ValueError(f"expected face crops (T, 3, {CROP_SIZE}, {CROP_SIZE}), got {tuple(crops.shape)} "
-                             "(metrics.face_crop makes them)")
+                             "(dtl_foundation.media.face_crop makes them)")
         if crops.dtype != torch.uint8:
             if not crops.is_floating_point():
                 raise ValueError(f"expected uint8 or float crops, got {crops.dtype}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.arkit import ARKIT_NAMES, INDEX, NUM_BLENDSHAPES
+from dtl_foundation.arkit import ARKIT_NAMES, INDEX, NUM_BLENDSHAPES
 from rendering.rig import FaceRig, RigError
 
 log = logging.getLogger(__name__)

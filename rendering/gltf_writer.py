@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.arkit import ARKIT_NAMES
-from datamodules.io_utils import atomic_write_bytes
+from dtl_foundation.arkit import ARKIT_NAMES
+from dtl_foundation.atomic_files import atomic_write_bytes
 from rendering.rig import FaceRig
 
 _FLOAT, _UINT32, _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 5126, 5125, 34962, 34963

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from datamodules.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
+from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
 
 
 class RigError(ValueError):
@@ -148,7 +148,7 @@ class FaceRig:
         """Write the rig as a compressed .npz, atomically."""
         import io
 
-        from datamodules.io_utils import atomic_write_bytes
+        from dtl_foundation.atomic_files import atomic_write_bytes
 
         buf = io.BytesIO()
         np.savez_compressed(buf, vertices=self.vertices, triangles=self.triangles, deltas=self.deltas,

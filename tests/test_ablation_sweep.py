@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from browser import screenshot
-from experiments import sweep
-from experiments.compare import main as compare
-from experiments.report_html import TABLE_BACKGROUND
-from experiments.summary import final_metrics
-from experiments.sweep_store import SweepStore
+from experiments.sweep import command as sweep
+from experiments.compare.command import main as compare
+from experiments.compare.report_html import TABLE_BACKGROUND
+from experiments.compare.summary import final_metrics
+from experiments.sweep.store import SweepStore
 
 REPO = Path(__file__).resolve().parents[1]
 ABLATION = REPO / "configs" / "sweep" / "ablation.yaml"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datamodules import arkit
+from dtl_foundation import arkit
 
 
 def test_apple_order_and_groups():

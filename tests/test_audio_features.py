@@ -20,7 +20,7 @@ import pytest
 import soundfile
 from scipy import signal as sps
 
-from datamodules.audio import AudioError, audio_duration, check_not_silent, load_audio
+from dtl_foundation.media.audio import AudioError, audio_duration, check_not_silent, load_audio
 from datamodules.feature_cache import COMPUTATION_LOG_ENV, FeatureCache, precompute_features
 from datamodules.features import (FEATURE_KINDS, LOG_MEL_FLOOR, FeatureConfig, FeatureStats, compute_features,
                                   feature_frames, fit_frames)

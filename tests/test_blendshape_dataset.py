@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip
-from datamodules.mead import EMOTION_INDEX
+from dtl_foundation.mead import EMOTION_INDEX
 
 
 def make_clips():

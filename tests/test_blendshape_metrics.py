@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.arkit import INDEX, indices
+from dtl_foundation.arkit import INDEX, indices
 from datamodules.features import FeatureConfig, compute_features, frame_loudness_db
 from metrics.blendshape import AudioMouthSync, SampleDiversity, UpperFaceDynamicsDeviation, lagged_correlations
 

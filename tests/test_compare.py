@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments.compare import main as compare
-from experiments.comparison import format_cell, format_delta, infer_goal
-from experiments.report_html import TABLE_BACKGROUND
-from experiments.run_logs import RunLogError, read_run, read_wandb_files, wandb_files
-from experiments.summary import final_metrics
+from experiments.compare.command import main as compare
+from experiments.compare.table import format_cell, format_delta, infer_goal
+from experiments.compare.report_html import TABLE_BACKGROUND
+from experiments.compare.run_logs import RunLogError, read_run, read_wandb_files, wandb_files
+from experiments.compare.summary import final_metrics
 from experiments.train import train
 from browser import screenshot
 from training_helpers import compose_train
@@ -253,7 +253,7 @@ def test_clear_errors_without_runs(tmp_path, capsys):
 
 
 def test_cell_and_delta_formatting():
-    from experiments.comparison import Cell
+    from experiments.compare.table import Cell
 
     assert format_cell(Cell([0.2, 0.3]), 2) == f"0.2500 ± {np.std([0.2, 0.3], ddof=1):.4f}"
     assert format_cell(Cell([0.2]), 2) == "0.2000 (n=1)"

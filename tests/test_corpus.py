@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datamodules import arkit
+from dtl_foundation import arkit
 from datamodules.corpus import CorpusError, load_track, scan_corpus, split_by_speakers
 from datamodules.manifest import Manifest
 

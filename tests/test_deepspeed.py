@@ -15,7 +15,7 @@ import torch
 from experiments import export
 from experiments.run_dir import save_metadata
 from experiments.train import CONFIG_DIR
-from experiments.trained_model import load_trained_model
+from lightning_modules.trained_model import load_trained_model
 from training_helpers import compose_train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import soundfile as sf
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from datamodules.arkit import INDEX
+from dtl_foundation.arkit import INDEX
 from datamodules.demo.build import build_demo_corpus
-from datamodules.mead import EMOTIONS, ClipKey, levels_of
+from dtl_foundation.mead import EMOTIONS, ClipKey, levels_of
 
 
 def clips_of(root):

@@ -84,8 +84,8 @@ def test_sixty_seconds_without_seams(trained):
 
 @pytest.mark.slow
 def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_path, capsys):
-    from datamodules.arkit import read_live_link_csv
-    from experiments.generate import main as generate
+    from dtl_foundation.arkit import read_live_link_csv
+    from experiments.generate.command import main as generate
 
     clip = trained["datamodule"].datasets["test"].clips[0]
     wav = demo_corpus / clip.speaker / "audio" / clip.emotion / f"level_{clip.level}" / f"{clip.sentence}.wav"
@@ -106,7 +106,7 @@ def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_pat
 def test_generate_rejects_bad_audio_and_emotions_naming_the_file(trained, tmp_path, capsys):
     import soundfile as sf
 
-    from experiments.generate import main as generate
+    from experiments.generate.command import main as generate
 
     silent, garbage = tmp_path / "silent.wav", tmp_path / "garbage.wav"
     sf.write(silent, np.zeros(16000, np.float32), 16000)
@@ -120,7 +120,7 @@ def test_generate_rejects_bad_audio_and_emotions_naming_the_file(trained, tmp_pa
         generate(["blendshapes", "--checkpoint", str(trained["run_dir"]), "--audio", str(silent),
                   "--emotion", "joyful"])
     assert "invalid choice: 'joyful'" in capsys.readouterr().err
-    from experiments.generate import emotion_condition
+    from experiments.generate.blendshapes import emotion_condition
 
     with pytest.raises(ValueError, match="neutral.*levels \\[1\\]"):
         emotion_condition("neutral", 3)
@@ -130,7 +130,7 @@ def test_generate_rejects_bad_audio_and_emotions_naming_the_file(trained, tmp_pa
 def test_samples_show_the_asked_emotion_with_guidance(trained, trained_emotion_classifier):
     """Held-out audio asked for each emotion (label + a reference clip of that emotion, other sentence): the
     frozen classifier must recognise the asked emotion in >= 70 % of the samples."""
-    from datamodules.mead import EMOTIONS
+    from dtl_foundation.mead import EMOTIONS
     from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
     from metrics.blendshape import EmotionAccuracy
 

@@ -18,10 +18,10 @@ from scipy.ndimage import gaussian_filter
 from talking_video import write_video
 from test_video_emotion_classifier import video_corpus  # noqa: F401  (shared session fixture)
 
-from experiments.evaluate import evaluate
-from experiments.evaluation_inputs import EvaluationInputError, match_videos
-from experiments.evaluation_metrics import EvalOptions
-from metrics.video_io import read_video
+from experiments.evaluate.command import evaluate
+from experiments.evaluate.inputs import EvaluationInputError, match_videos
+from experiments.evaluate.scorers import EvalOptions
+from dtl_foundation.media.video_read import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = ("happy_level_3_001", "sad_level_3_001")
@@ -31,7 +31,7 @@ CLIPS = ("happy_level_3_001", "sad_level_3_001")
 def references(video_corpus, tmp_path_factory) -> dict:  # noqa: F811
     """Two rendered demo clips of one speaker in MEAD layout, a byte-identical generated copy of each, and a degraded
     copy of each (blurred, re-encoded with the same speech)."""
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     speaker = sorted(p.name for p in video_corpus.iterdir() if p.is_dir())[0]
     ids = [f"{speaker}_{clip}" for clip in CLIPS]
@@ -97,7 +97,7 @@ def seeded_syncnet(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_dtl_eval_writes_json_csv_markdown_and_an_eval_run_in_wandb(references, tmp_path):
-    from experiments.run_logs import inspect_wandb_file, wandb_run_record
+    from experiments.compare.run_logs import inspect_wandb_file, wandb_run_record
 
     out = tmp_path / "eval"
     torch_home = tmp_path / "torch_home"  # no standard weights here: LPIPS must be reported as not computed
@@ -154,8 +154,8 @@ def test_absent_syncnet_weights_skip_only_lse_and_unreadable_videos_are_named(re
 
 def test_wandb_table_takes_videos_a_metric_could_not_score(tmp_path):
     """A video without a number (NaN: e.g. no face for the landmarks) is an empty cell of the W&B table."""
-    from experiments.evaluation_report import log_to_wandb
-    from experiments.run_logs import inspect_wandb_file
+    from experiments.evaluate.report import log_to_wandb
+    from experiments.compare.run_logs import inspect_wandb_file
 
     result = {"generated": "g", "reference": "r", "options": {}, "skipped": {},
               "metrics": {"psnr": 30.5, "m_lmd": 2.0},

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.arkit import ARKIT_NAMES, INDEX, MEDIAPIPE_NAMES, MOUTH_INDICES
+from dtl_foundation.arkit import ARKIT_NAMES, INDEX, MEDIAPIPE_NAMES, MOUTH_INDICES
 from datamodules.corpus import load_track
 from datamodules.manifest import ClipRecord, Manifest
 from datamodules.extraction.expression_prior import (ExpressionPrior, MomentSums, PriorError, learn_prior,
@@ -126,7 +126,7 @@ def test_astronaut_fit_converges_and_reads_a_smile(calibration):
 # --- the expression prior ---------------------------------------------------------------------------------------
 
 def _write_track(root: Path, speaker: str, sentence: str, track: np.ndarray, csv: bool = False) -> Path:
-    from datamodules.arkit import LiveLinkTrack, write_live_link_csv
+    from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
 
     path = root / speaker / "arkit" / "neutral" / "level_1" / f"{sentence}{'.csv' if csv else '.npy'}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +271,7 @@ def test_prior_tells_apart_shapes_the_landmarks_confuse(calibration, tiny_corpus
 @pytest.fixture(scope="module")
 def rendered_corpus(tiny_corpus, tmp_path_factory, cache_dir) -> Path:
     """A corpus of ROUND_TRIP_CLIPS copied from the tiny demo corpus and rendered to video with head sway."""
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     root = tmp_path_factory.mktemp("rendered") / "corpus"
     clip_ids = []
@@ -296,7 +296,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def _round_trip(rendered_corpus: Path, out: Path, cache_dir: str, prior: Path | None = None) -> dict:
     """Extract the rendered corpus into `out` and compare with the tracks and head sway the videos were made from."""
-    from rendering.demo_videos import head_motion
+    from datamodules.demo.videos import head_motion
 
     options = ExtractOptions(corpus=rendered_corpus, out=out, workers=1, cache_dir=cache_dir, progress=False,
                              prior=prior)
@@ -463,7 +463,7 @@ def test_a_bad_prior_stops_the_extraction_before_any_clip(tmp_path, capsys):
 
 def test_unreadable_and_faceless_videos_are_failures_in_the_summary(tmp_path, cache_dir):
     """A broken file and a video without a face are reported per clip; the run goes on and says why."""
-    from rendering.video import write_video
+    from dtl_foundation.media.video_write import write_video
 
     corpus = tmp_path / "corpus"
     broken = corpus / "M001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"

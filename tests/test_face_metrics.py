@@ -17,7 +17,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, map_coordinates
 from skimage import data
 
-from datamodules.mead import EMOTIONS as MEAD_EMOTIONS
+from dtl_foundation.mead import EMOTIONS as MEAD_EMOTIONS
 from metrics.arcface import (
     ARCFACE_TEMPLATE,
     ArcFaceDescriptor,
@@ -26,7 +26,7 @@ from metrics.arcface import (
     five_points,
     pretrained_iresnet100,
 )
-from metrics.face_detect import MOUTH, FaceLandmarker, import_dlib
+from dtl_foundation.media.face_detect import MOUTH, FaceLandmarker, import_dlib
 from metrics.face_emotion import (
     FER_EMOTIONS,
     MEAD_TO_FER,
@@ -38,7 +38,7 @@ from metrics.face_emotion import (
 from metrics.identity import DlibFaceDescriptor, IdentitySimilarity
 from metrics.landmark_distance import LandmarkDistance, face_landmark_distance, mouth_landmark_distance
 from metrics.sharpness import CPBD, gray_255, import_cpbd
-from metrics.weights import (
+from dtl_foundation.weights import (
     MissingWeightsError,
     PackagedWeightsFile,
     WeightsChecksumError,

@@ -208,11 +208,11 @@ def test_rig_head_angles_map_onto_the_estimators_rotation():
     """The head-pose loss compares the estimator with rig-convention pose tracks: a roll or a yaw of the rendered rig
     must move the face on screen the way the estimator's rotation of the mapped angles moves keypoints (x right,
     y down; the face in front of the pivot, at negative depth)."""
-    from datamodules.arkit import NUM_BLENDSHAPES
+    from dtl_foundation.arkit import NUM_BLENDSHAPES
     from lightning_modules.networks.face_vid2vid.head_expression import angles_from_rig
-    from metrics.face_detect import LEFT_EYE, NOSE_TIP, RIGHT_EYE, FaceLandmarker
+    from dtl_foundation.media.face_detect import LEFT_EYE, NOSE_TIP, RIGHT_EYE, FaceLandmarker
     from rendering.default_rig import default_rig
-    from rendering.demo_videos import speaker_face_params
+    from rendering.speaker_faces import speaker_face_params
     from rendering.gl_renderer import FaceRenderer
 
     poses = np.zeros((3, 6))

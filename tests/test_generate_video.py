@@ -38,10 +38,10 @@ def runs(tiny_corpus, talking_corpus, tmp_path_factory, one_thread):  # noqa: F8
 
 @pytest.mark.slow
 def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path, capsys):
-    from datamodules.arkit import read_live_link_csv
-    from datamodules.audio import audio_duration
-    from experiments.generate import main
-    from rendering.video import check_video, probe_video
+    from dtl_foundation.arkit import read_live_link_csv
+    from dtl_foundation.media.audio import audio_duration
+    from experiments.generate.command import main
+    from dtl_foundation.media.video_write import check_video, probe_video
     from talking_video import speak
 
     speech = speak("The renderer moves the astronaut's lips in time with this sentence.", tmp_path / "speech.wav")
@@ -70,7 +70,7 @@ def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path
 
 
 def test_a_portrait_without_a_face_is_refused(runs, tmp_path, capsys):
-    from experiments.generate import main
+    from experiments.generate.command import main
     from talking_video import speak
 
     blank = tmp_path / "wall.png"
@@ -89,7 +89,7 @@ def test_a_portrait_without_a_face_is_refused(runs, tmp_path, capsys):
 
 
 def test_portrait_crop_and_paste_back(astronaut_png):
-    from rendering.portrait import crop, detect_crop_box, load_portrait, paste_back
+    from dtl_foundation.media.portrait import crop, detect_crop_box, load_portrait, paste_back
 
     image = load_portrait(astronaut_png)
     box = detect_crop_box(image, source=astronaut_png)
@@ -127,9 +127,9 @@ def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talk
     import json
     import os
 
-    from experiments.evaluate import main
-    from experiments.run_logs import wandb_run_record
-    from rendering.video import check_video
+    from experiments.evaluate.command import main
+    from experiments.compare.run_logs import wandb_run_record
+    from dtl_foundation.media.video_write import check_video
 
     generated, out = tmp_path / "generated", tmp_path / "eval"
     args = [str(generated), "--checkpoint", str(talking_test_split_run), "--renderer", str(runs["renderer"]),
@@ -162,7 +162,7 @@ def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talk
 
 
 def test_eval_from_a_checkpoint_needs_a_renderer_and_a_split_with_videos(runs, tmp_path, capsys):
-    from experiments.evaluate import main
+    from experiments.evaluate.command import main
 
     assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"])]) == 2
     assert "--checkpoint needs --renderer" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import hydra
 import pytest
 import torch
 
-from datamodules.arkit import MOUTH_INDICES
+from dtl_foundation.arkit import MOUTH_INDICES
 from experiments.train import train
 from lightning_modules.mouth_perturbation import perturb_mouth
 from training_helpers import compose_train, ground_truth_sync

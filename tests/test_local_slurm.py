@@ -60,7 +60,7 @@ def submit_baseline(local_slurm: dict[str, str], tiny_corpus: Path, tmp_path: Pa
 def test_a_job_runs_the_project_python(local_slurm, tmp_path):
     log = tmp_path / "job-%j.out"
     job = sbatch(["-o", str(log), "--wrap",
-                  f"{sys.executable} -c 'from datamodules.arkit import MOUTH_INDICES; print(len(MOUTH_INDICES))'"],
+                  f"{sys.executable} -c 'from dtl_foundation.arkit import MOUTH_INDICES; print(len(MOUTH_INDICES))'"],
                  local_slurm)
     assert wait_for(job, local_slurm) == "COMPLETED"
     assert (tmp_path / f"job-{job}.out").read_text().strip() == "27"
@@ -132,7 +132,7 @@ def test_sigusr1_requeues_and_resumes_in_the_same_run(local_slurm, tiny_corpus, 
     wandb_id = (run_dir / "wandb_id").read_text().strip()
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))  # named by start time: the first attempt first
     assert len(runs) == 2 and all(wandb_id in p.name for p in runs)
-    from experiments.run_logs import inspect_wandb_file
+    from experiments.compare.run_logs import inspect_wandb_file
 
     first, second = ({r.get("type") for r in inspect_wandb_file(next(p.glob("run-*.wandb")))} for p in runs)
     # W&B shows the requeue as a preemption, and the first attempt's metrics reached its run file
@@ -155,7 +155,7 @@ def test_two_task_ddp_job_sees_both_ranks(local_slurm, tiny_corpus, tmp_path):
 def video_clips(tmp_path_factory) -> Path:
     """A 2-speaker demo corpus with 6 of its clips rendered as talking videos (the others have no video)."""
     from datamodules.demo.build import build_demo_corpus
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     root = build_demo_corpus(tmp_path_factory.mktemp("videos") / "corpus", speakers=2, sentences=1, progress=False)
     clips = [f"{speaker}_{emotion}_level_3_001" for speaker in ("M001", "W002") for emotion in ("happy", "sad", "angry")]

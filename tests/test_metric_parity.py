@@ -22,8 +22,8 @@ from inception_helpers import reference_inception, seeded_inception_home
 from metrics.fid import FrechetInceptionDistance
 from metrics.image_quality import SSIM, psnr
 from metrics.lpips_metric import LPIPS, lpips_network
-from metrics.mfcc import syncnet_mfcc, syncnet_mfcc_torch
-from metrics.weights import (
+from dtl_foundation.media.mfcc import syncnet_mfcc, syncnet_mfcc_torch
+from dtl_foundation.weights import (
     REGISTRY,
     MissingWeightsError,
     WeightsChecksumError,

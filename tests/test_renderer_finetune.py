@@ -34,7 +34,7 @@ def one_thread():
 def talking_corpus(tmp_path_factory) -> Path:
     """A 3-speaker demo corpus with rendered talking videos (256 px, head sway) of three of M001's clips."""
     from datamodules.demo.build import build_demo_corpus
-    from rendering.demo_videos import render_demo_videos
+    from datamodules.demo.videos import render_demo_videos
 
     root = build_demo_corpus(tmp_path_factory.mktemp("talking") / "corpus", speakers=3, sentences=1, progress=False)
     report = render_demo_videos(root, clip_ids=CLIPS, progress=False)
@@ -179,9 +179,9 @@ def test_bf16_mixed_precision_trains_the_gan(talking_corpus, tmp_path, one_threa
 
 
 def test_datamodule_crops_caches_and_holds_out_frames(talking_corpus, tmp_path):
-    from datamodules.mead import ClipKey
+    from dtl_foundation.mead import ClipKey
     from datamodules.talking_video_datamodule import TalkingVideoDataModule, load_head_angles
-    from rendering.demo_videos import clip_head_motion
+    from datamodules.demo.videos import clip_head_motion
 
     dm = TalkingVideoDataModule(str(talking_corpus), cache_dir=str(tmp_path / "frames"), image_size=64,
                                 crop="detect", speakers=[SPEAKER], split_by="frames", holdout_fraction=0.25,
@@ -232,7 +232,7 @@ def test_datamodule_crops_caches_and_holds_out_frames(talking_corpus, tmp_path):
 def test_missing_vgg19_weights_give_a_clear_error(tmp_path, monkeypatch):
     from lightning_modules.networks.face_vid2vid import FaceVid2Vid, MultiScaleDiscriminator
     from lightning_modules.renderer_finetune import RendererFinetune
-    from metrics.weights import MissingWeightsError
+    from dtl_foundation.weights import MissingWeightsError
     from test_face_vid2vid import TINY
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -14,14 +14,14 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from datamodules.arkit import ARKIT_NAMES, INDEX, NUM_BLENDSHAPES
-from datamodules.audio import load_audio
+from dtl_foundation.arkit import ARKIT_NAMES, INDEX, NUM_BLENDSHAPES
+from dtl_foundation.media.audio import load_audio
 from rendering.default_rig import FaceParams, build_default_rig, cache_key, default_rig
 from rendering.gl_renderer import EGL_DEBIAN_PACKAGES, EGLUnavailableError, FaceRenderer, RenderError, create_context
 from rendering.gltf_loader import GltfError, arkit_name, load_gltf_rig
 from rendering.gltf_writer import write_glb
 from rendering.rig import FaceRig, RigError
-from rendering.video import VideoError, check_video, probe_video, write_video
+from dtl_foundation.media.video_write import VideoError, check_video, probe_video, write_video
 
 GOLDEN = Path(__file__).parent / "data" / "default_rig_golden.png"
 GOLDEN_POSE = np.array([20.0, -6.0, 4.0, 0.0, 0.0, 0.0])
@@ -403,8 +403,8 @@ def small_corpus(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_demo_videos_are_written_resumably_with_a_face_per_speaker(small_corpus, tmp_path):
-    from datamodules.mead import ClipKey
-    from rendering.demo_videos import render_demo_videos
+    from dtl_foundation.mead import ClipKey
+    from datamodules.demo.videos import render_demo_videos
 
     keys = [ClipKey("M001", "happy", 3, "001"), ClipKey("W002", "happy", 3, "001"), ClipKey("W002", "neutral", 1, "001")]
     clips = [k.clip_id for k in keys]

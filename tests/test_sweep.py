@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import sweep
-from experiments.summary import final_metrics
-from experiments.sweep_engine import load_sweep, random_points
-from experiments.sweep_store import SweepStore
+from experiments.sweep import command as sweep
+from experiments.compare.summary import final_metrics
+from experiments.sweep.engine import load_sweep, random_points
+from experiments.sweep.store import SweepStore
 
 REPO = Path(__file__).resolve().parents[1]
 # Runs of a few seconds on the tiny corpus: the machinery, not learning.
@@ -115,7 +115,7 @@ def test_grid_as_one_slurm_job_array(outputs, tiny_corpus, tmp_path, local_slurm
     for line in ("#SBATCH --array=0-1", "#SBATCH --requeue", "#SBATCH --signal=SIGUSR1@90",
                  f"#SBATCH --output={store.slurm_dir}/%x-%A_%a.out"):
         assert line in script
-    assert f"experiments.sweep_task array-task {store.root}" in script
+    assert f"experiments.sweep.task array-task {store.root}" in script
 
     job, deadline = submission["job"], time.time() + 400
     tasks = [f"{job}_0", f"{job}_1"]
@@ -263,7 +263,7 @@ def test_wandb_backend_dry_run_prints_the_sweep_config_and_the_agent_array(outpu
     config = yaml.safe_load(config_text)
     assert config["method"] == "grid" and config["metric"] == {"name": "test/mouth_error", "goal": "minimize"}
     assert config["parameters"] == load_sweep(ablation).parameters
-    assert config["command"][:5] == ["${env}", "${interpreter}", "-m", "experiments.sweep_task", "agent-run"]
+    assert config["command"][:5] == ["${env}", "${interpreter}", "-m", "experiments.sweep.task", "agent-run"]
     assert "launcher.partition=gpu" in config["command"] and "trainer.accelerator=cpu" in config["command"]
     import sweeps
 
@@ -291,7 +291,7 @@ def test_agent_run_trains_the_point_wandb_hands_out(outputs, tiny_corpus, tmp_pa
     save_config_file_from_dict(str(params), {"model.net.hidden": {"value": 16}, "seed": {"value": 1}})
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env.update(WANDB_SWEEP_ID="swp1", WANDB_RUN_ID="r4nd0m", WANDB_SWEEP_PARAM_PATH=str(params))
-    out = subprocess.run([sys.executable, "-m", "experiments.sweep_task", "agent-run", *FAST,
+    out = subprocess.run([sys.executable, "-m", "experiments.sweep.task", "agent-run", *FAST,
                           f"data.corpus_dir={tiny_corpus}", "trainer.accelerator=cpu",
                           "logger.wandb.offline=true"],  # the agent's runs log online; no server here
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=400)

@@ -23,8 +23,8 @@ from syncnet_python.SyncNetModel import S as ReferenceSyncNet
 from syncnet_python.syncnet_pipeline import PipelineConfig, SyncNetPipeline
 from talking_video import FACE_BOX, speak, talking_video, write_video
 
-from metrics.face_crop import centre_crop_faces, crop_faces
-from metrics.mfcc import syncnet_mfcc
+from dtl_foundation.media.face_crop import centre_crop_faces, crop_faces
+from dtl_foundation.media.mfcc import syncnet_mfcc
 from metrics.syncnet import (
     LipSyncError,
     SyncNet,
@@ -33,8 +33,8 @@ from metrics.syncnet import (
     offset_distances,
     pretrained_syncnet,
 )
-from metrics.video_io import VideoReadError, read_frames, read_video
-from metrics.weights import REGISTRY, MissingWeightsError, WeightsError
+from dtl_foundation.media.video_read import VideoReadError, read_frames, read_video
+from dtl_foundation.weights import REGISTRY, MissingWeightsError, WeightsError
 
 TOLERANCE = 1e-4
 

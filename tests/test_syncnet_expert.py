@@ -115,7 +115,7 @@ def test_expert_lse_c_of_in_sync_video_exceeds_shifted_video_and_finds_the_offse
     assert np.mean(np.abs(offsets[:, 1] + SHIFT) <= 1) >= 0.75  # audio late by 10 frames: offset -10
 
     # the same through `dtl eval --sync-expert` on a real mp4 whose audio track is delayed by 10 frames
-    from experiments.evaluate import main as eval_main
+    from experiments.evaluate.command import main as eval_main
 
     video = Path(manifest.split("test")[0].video_path)
     generated = tmp_path / "generated"

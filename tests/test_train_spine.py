@@ -80,7 +80,7 @@ def test_baseline_beats_mean_pose_on_held_out_speakers(demo_corpus, tmp_path):
     print(f"test mouth error: baseline regressor {test_error:.4f}, mean pose {baseline:.4f}")
     assert test_error < 0.8 * baseline
 
-    from experiments.summary import final_metrics
+    from experiments.compare.summary import final_metrics
 
     assert final_metrics(run_dir)["test/mouth_error"] == pytest.approx(test_error, rel=1e-6)
     val = [(int(r["step"]), float(r["val/mouth_error"])) for r in read_metrics(run_dir) if r.get("val/mouth_error")]

@@ -12,7 +12,7 @@ import torch
 
 from datamodules.video_frames_datamodule import (FaceVideoCache, VideoFramesDataModule, crop_square, load_face_video,
                                                  select_records)
-from metrics.video_io import read_frames
+from dtl_foundation.media.video_read import read_frames
 
 CLASSIFIER_STEPS = 1000
 
@@ -64,7 +64,7 @@ def trained_video_emotion(video_corpus, face_cache_dir, tmp_path_factory) -> dic
 def test_face_crops_are_the_same_from_the_cache_and_from_a_decoded_video(video_corpus, tmp_path):
     video = next(video_corpus.glob("*/video/front/happy/level_3/001.mp4"), None)
     if video is None:  # render one clip here when no test trained first
-        from rendering.demo_videos import render_demo_videos
+        from datamodules.demo.videos import render_demo_videos
 
         speaker = sorted(p.name for p in video_corpus.iterdir() if p.is_dir())[0]
         render_demo_videos(video_corpus, size=128, clip_ids=[f"{speaker}_happy_level_3_001"], progress=False)
@@ -133,8 +133,8 @@ def test_trained_classifier_reaches_80_percent_on_held_out_speakers(trained_vide
 @pytest.mark.slow
 def test_dtl_eval_judges_held_out_videos_with_the_trained_classifier(trained_video_emotion, tmp_path):
     from datamodules.manifest import Manifest
-    from experiments.evaluate import evaluate
-    from experiments.evaluation_metrics import EvalOptions
+    from experiments.evaluate.command import evaluate
+    from experiments.evaluate.scorers import EvalOptions
     from lightning_modules.video_emotion_classifier import VideoEmotionClassifier
 
     cfg = trained_video_emotion["cfg"]

@@ -17,12 +17,12 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from datamodules.arkit import INDEX, NUM_BLENDSHAPES
+from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
 from datamodules.demo.expressions import blinks, expression_offset, micro_noise, prosody, slow_drift
 from datamodules.demo.speech import require_espeak, synthesize
 from datamodules.demo.visemes import mouth_track
-from datamodules.io_utils import atomic_save_npy, atomic_write_bytes, atomic_write_text
-from datamodules.mead import CORPUS_INFO_FILE, EMOTIONS, ClipKey, levels_of
+from dtl_foundation.atomic_files import atomic_save_npy, atomic_write_bytes, atomic_write_text
+from dtl_foundation.mead import CORPUS_INFO_FILE, EMOTIONS, ClipKey, levels_of
 
 log = logging.getLogger(__name__)
 GENERATOR = "dreamtalk-lab demo corpus v1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from datamodules.arkit import INDEX, NUM_BLENDSHAPES
+from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
 
 
 def _both(name: str, value: float) -> dict[str, float]:

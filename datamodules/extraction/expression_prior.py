@@ -15,9 +15,9 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from datamodules.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
-from datamodules.io_utils import atomic_save_npz
-from datamodules.mead import TRACK_EXTENSIONS
+from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
+from dtl_foundation.atomic_files import atomic_save_npz
+from dtl_foundation.mead import TRACK_EXTENSIONS
 
 PRIOR_FORMAT = "dtl-expression-prior"
 PRIOR_VERSION = 1

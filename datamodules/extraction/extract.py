@@ -26,8 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from datamodules.extraction.quality import QualityThresholds, clip_quality
-from datamodules.io_utils import atomic_save_npy, atomic_save_npz, atomic_write_text
-from datamodules.mead import CORPUS_INFO_FILE, EMOTIONS, VIDEO_EXTENSIONS, ClipKey, levels_of, parse_level_dir
+from dtl_foundation.atomic_files import atomic_save_npy, atomic_save_npz, atomic_write_text
+from dtl_foundation.mead import CORPUS_INFO_FILE, EMOTIONS, VIDEO_EXTENSIONS, ClipKey, levels_of, parse_level_dir
 
 log = logging.getLogger(__name__)
 BOOKS = "extraction"
@@ -165,7 +165,7 @@ def csv_path(options: ExtractOptions, key: ClipKey) -> Path:
 
 def prior_sha256(options: ExtractOptions) -> str | None:
     """The sha256 of the prior file (None without one): a clip's record names the prior it was fitted with."""
-    from metrics.weights import sha256_of  # memoised on (path, size, mtime): asked once per clip
+    from dtl_foundation.weights import sha256_of  # memoised on (path, size, mtime): asked once per clip
 
     if options.prior is None or options.backend != "fit":
         return None
@@ -239,7 +239,7 @@ def load_prior(options: ExtractOptions):
 
 
 def _decode(clip: ClipVideo, fps: float) -> np.ndarray:
-    from metrics.video_io import VideoReadError, read_frames
+    from dtl_foundation.media.video_read import VideoReadError, read_frames
 
     try:
         return read_frames(clip.video, fps)
@@ -337,7 +337,7 @@ def _check_clip(frames: int, face: np.ndarray, options: ExtractOptions) -> None:
 
 def extract_clip(options: ExtractOptions, clip: ClipVideo, shape: dict | None = None) -> dict:
     """Extract one clip and write its outputs and record; returns the record (status ok or failed)."""
-    from datamodules.arkit import LiveLinkTrack, write_live_link_csv
+    from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
 
     start = time.perf_counter()
     record = {"clip_id": clip.clip_id, "video": str(clip.video), "backend": options.backend, "fps": options.fps,

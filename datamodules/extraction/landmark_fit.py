@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from datamodules.arkit import NUM_BLENDSHAPES
+from dtl_foundation.arkit import NUM_BLENDSHAPES
 from datamodules.extraction.expression_prior import ExpressionPrior
 from datamodules.extraction.rig_landmarks import NUM_LANDMARKS, RigLandmarks
 

@@ -3,7 +3,7 @@
 The model file `face_landmarker.task` is the user's to provide (Google publishes it under Apache-2.0 at
 MODEL_URL); its sha256 is checked against the digest the user gives, since a file of another version would
 give other scores. MediaPipe names its categories alphabetically with `_neutral` first and has no tongueOut
-(datamodules.arkit.MEDIAPIPE_NAMES): the scores are reordered by name, never by position, tongueOut = 0.
+(dtl_foundation.arkit.MEDIAPIPE_NAMES): the scores are reordered by name, never by position, tongueOut = 0.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.arkit import NUM_BLENDSHAPES, reorder
+from dtl_foundation.arkit import NUM_BLENDSHAPES, reorder
 
 MODEL_URL = ("https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
              "face_landmarker.task")
@@ -32,7 +32,7 @@ def scores_to_arkit(names: list[str], scores: np.ndarray) -> np.ndarray:
 
 def resolve_model(path: str | os.PathLike | None, sha256: str | None) -> Path:
     """The checked model file: `path` (or $DTL_MEDIAPIPE_TASK) whose sha256 equals `sha256` (or the env's)."""
-    from metrics.weights import sha256_of
+    from dtl_foundation.weights import sha256_of
 
     raw = path or os.environ.get(MODEL_ENV)
     how = (f"Download it from {MODEL_URL} (Apache-2.0), then pass --model PATH --model-sha256 "

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.arkit import INDEX, NUM_BLENDSHAPES
-from datamodules.io_utils import atomic_save_npz
+from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
+from dtl_foundation.atomic_files import atomic_save_npz
 
 log = logging.getLogger(__name__)
 CALIBRATION_VERSION = 3
@@ -148,7 +148,7 @@ def calibrate(rig, size: int = 384, landmarker=None, identity_params=None, cache
     """
     import torch
 
-    from metrics.face_detect import FaceLandmarker
+    from dtl_foundation.media.face_detect import FaceLandmarker
     from rendering.gl_renderer import FaceRenderer
 
     landmarker = landmarker or FaceLandmarker(upsample=0)

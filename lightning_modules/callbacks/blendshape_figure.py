@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from datamodules.arkit import INDEX  # noqa: E402
-from datamodules.io_utils import atomic_path  # noqa: E402
+from dtl_foundation.arkit import INDEX  # noqa: E402
+from dtl_foundation.atomic_files import atomic_path  # noqa: E402
 
 DEFAULT_SHAPES = ("jawOpen", "mouthClose", "mouthSmileLeft", "mouthFunnel", "browInnerUp", "eyeBlinkLeft")
 

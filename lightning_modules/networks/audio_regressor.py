@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from datamodules.arkit import NUM_BLENDSHAPES
-from datamodules.mead import NUM_EMOTIONS
+from dtl_foundation.arkit import NUM_BLENDSHAPES
+from dtl_foundation.mead import NUM_EMOTIONS
 
 
 class ResidualTemporalConv(nn.Module):

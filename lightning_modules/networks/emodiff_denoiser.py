@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from datamodules.arkit import NUM_BLENDSHAPES
-from datamodules.mead import NUM_EMOTIONS
+from dtl_foundation.arkit import NUM_BLENDSHAPES
+from dtl_foundation.mead import NUM_EMOTIONS
 
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:

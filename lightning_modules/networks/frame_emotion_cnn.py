@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from datamodules.mead import NUM_EMOTIONS
+from dtl_foundation.mead import NUM_EMOTIONS
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from datamodules.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
+from dtl_foundation.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
 
 
 class EmotionEncoder(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metrics.weights import REGISTRY, verified_path
+from dtl_foundation.weights import REGISTRY, verified_path
 
 VGG19_WEIGHTS = REGISTRY["vgg19"]
 # torchvision vgg19.features indices that end at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.

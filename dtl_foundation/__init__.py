@@ -1,0 +1,1 @@
+"""The bottom layer: file formats, vocabularies, errors, atomic writes, weights, run layout, Slurm and media."""

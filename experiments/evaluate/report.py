@@ -1,0 +1,105 @@
+"""Where `dtl eval` puts its results: metrics.json, per_video.csv, metrics.md (atomic writes) and a W&B run with
+job_type=eval whose summaries keep the best value of each metric (define_metric max / min)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from dtl_foundation.atomic_files import atomic_write_text
+from experiments.evaluate.scorers import GOALS
+
+
+def table_cell(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def json_number(value: Any) -> Any:
+    """Strict JSON has no inf or NaN: they are written as the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_number(v) for v in value]
+    return value
+
+
+def format_number(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """Summary table (metric, value, better, videos) plus the skipped metrics with their reasons."""
+    lines = [f"# dtl eval: {result['generated']}", ""]
+    if result.get("reference"):
+        lines += [f"Reference: {result['reference']}", ""]
+    lines += ["| metric | value | better | videos |", "|---|---|---|---|"]
+    for name, value in result["metrics"].items():
+        goal = {"max": "higher", "min": "lower"}.get(GOALS.get(name, ""), "")
+        lines.append(f"| {name} | {format_number(value)} | {goal} | {result['counts'].get(name, '')} |")
+    if result["skipped"]:
+        lines += ["", "Not computed:", ""]
+        lines += [f"- **{group}**: {reason}" for group, reason in result["skipped"].items()]
+    if result["notes"]:
+        lines += ["", "Notes:", ""]
+        lines += [f"- {group}: {note}" for group, note in result["notes"].items()]
+    lines += ["", "| metric | seconds |", "|---|---|"]
+    lines += [f"| {group} | {seconds:.2f} |" for group, seconds in result["seconds"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def per_video_csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: format_number(v) if isinstance(v, float) else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def write_outputs(out_dir: Path, result: dict[str, Any]) -> dict[str, Path]:
+    paths = {"json": out_dir / "metrics.json", "csv": out_dir / "per_video.csv", "markdown": out_dir / "metrics.md"}
+    atomic_write_text(paths["json"], json.dumps(json_number(result), indent=1) + "\n")
+    atomic_write_text(paths["csv"], per_video_csv(result["per_video"]))
+    atomic_write_text(paths["markdown"], markdown_table(result))
+    return paths
+
+
+def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, project: str | None, name: str | None
+                 ) -> str | None:
+    """One W&B run (job_type=eval, offline unless DTL_WANDB_OFFLINE=false) with the metrics, their summaries and a
+    per-video table; returns the run's directory."""
+    import wandb
+
+    offline = os.environ.get("DTL_WANDB_OFFLINE", "true").lower() not in ("false", "0", "no")
+    run = wandb.init(project=project or os.environ.get("WANDB_PROJECT", "dreamtalk-lab"), group=group,
+                     job_type="eval", name=name, dir=str(out_dir), mode="offline" if offline else "online",
+                     config={k: v for k, v in result.items() if k in ("generated", "reference", "options")},
+                     reinit="finish_previous")
+    try:
+        for metric, goal in GOALS.items():
+            run.define_metric(f"eval/{metric}", summary=goal)
+        numbers = {f"eval/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+        rows = result["per_video"]
+        columns = sorted({k for row in rows for k in row})
+        # a number W&B cannot hold (NaN: not scorable for that video) is an empty cell, not a string in a number column
+        table = wandb.Table(columns=columns, data=[[table_cell(row.get(c)) for c in columns] for row in rows])
+        run.log({**numbers, "eval/per_video": table})
+        for group_name, reason in result["skipped"].items():
+            run.summary[f"eval/skipped/{group_name}"] = reason
+        return run.dir
+    finally:
+        run.finish()

@@ -1,0 +1,159 @@
+"""`dtl generate video`: portrait + speech + emotion -> MP4 (H.264 + AAC) of the portrait speaking it.
+
+EmoDiff (-> lip refinement) gives ARKit blendshapes; the default rig renders them as an avatar video; face-vid2vid
+transfers the avatar's motion to the portrait's face crop in relative mode; the crop is pasted back into the
+portrait. Beside each MP4 it writes the avatar video and the ARKit Live Link Face CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.media.audio import AudioError
+from dtl_foundation.mead import EMOTIONS
+from datamodules.talking_video_datamodule import crop_video_frames
+from experiments.generate.blendshapes import generate_blendshapes
+from lightning_modules.trained_model import TrainedModel, load_trained_model
+from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
+from rendering.default_rig import default_rig
+from rendering.gl_renderer import FaceRenderer
+from rendering.motion_transfer import MotionTransfer
+from dtl_foundation.media.portrait import CropBox, PortraitError, crop, detect_crop_box, load_portrait, paste_back
+from dtl_foundation.media.video_write import VideoError, write_video
+
+AVATAR_SIZE = 256
+
+
+@dataclass
+class Portrait:
+    image: np.ndarray  # (H, W, 3) uint8, the whole portrait
+    box: CropBox
+    source: torch.Tensor  # (3, S, S) in [0, 1], the face crop at the renderer's size
+
+
+def prepare_portrait(path: str | Path, size: int) -> Portrait:
+    return portrait_from_image(load_portrait(path), size, source=path)
+
+
+def portrait_from_image(image: np.ndarray, size: int, source: str | Path = "image") -> Portrait:
+    """An RGB uint8 image's face, detected, cropped and resized; PortraitError naming `source` without a face."""
+    box = detect_crop_box(image, source=source)
+    face = crop(image, box, size)
+    return Portrait(image=image, box=box, source=torch.from_numpy(face).permute(2, 0, 1).float() / 255.0)
+
+
+def generate_video(trained: TrainedModel, renderer: TrainedRenderer, portrait: Portrait, audio_path: Path,
+                   emotion: str, level: int, out_dir: Path, *, refiner: TrainedModel | None = None,
+                   style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
+                   seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
+                   stem: str | None = None, side_dir: Path | None = None) -> dict:
+    """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv} under side_dir (default: out_dir), the stem
+    defaulting to <audio stem>_<emotion>_level_<L>; returns their paths and timings."""
+    timings = {}
+    start = time.perf_counter()
+    track = generate_blendshapes(trained, audio_path, emotion, level, style_path=style_path, steps=steps,
+                                 guidance=guidance, seed=seed, refiner=refiner)
+    timings["blendshapes_s"] = time.perf_counter() - start
+    fps = trained.fps
+    stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
+    side_dir = side_dir or out_dir
+    paths = {"video": out_dir / f"{stem}.mp4", "avatar": side_dir / f"{stem}_avatar.mp4",
+             "arkit": side_dir / f"{stem}_arkit.csv"}
+    write_live_link_csv(paths["arkit"], LiveLinkTrack(blendshapes=track, fps=fps))
+
+    start = time.perf_counter()
+    with FaceRenderer(default_rig(), AVATAR_SIZE) as avatar_renderer:
+        avatar = avatar_renderer.render(track).numpy()
+    write_video(paths["avatar"], avatar, fps, audio_path)
+    timings["avatar_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    size = renderer.model.image_size
+    driving = torch.from_numpy(crop_video_frames(avatar, size, renderer.crop, paths["avatar"])).permute(0, 3, 1, 2)
+    transfer = MotionTransfer(renderer.model, portrait.source, adapt_scale=adapt_scale, batch_size=batch_size)
+    device = next(renderer.model.parameters()).device
+    bar = tqdm(total=len(driving), desc=f"motion transfer {audio_path.name}", unit="frame", disable=not progress)
+
+    def frames():
+        for chunk in transfer(driving.float().div(255.0).to(device)):
+            faces = (chunk.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            bar.update(len(faces))
+            yield np.stack([paste_back(portrait.image, face, portrait.box) for face in faces])
+
+    try:
+        write_video(paths["video"], frames(), fps, audio_path)
+    finally:
+        bar.close()
+    timings["transfer_s"] = time.perf_counter() - start
+    timings["audio_s"] = len(track) / fps
+    return {"paths": paths, "frames": len(track), "fps": fps, "timings": timings}
+
+
+def audio_inputs(ns: argparse.Namespace) -> list[Path]:
+    files = [Path(a) for a in ns.audio]
+    if ns.audio_list:
+        files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
+    if ns.audio_dir:
+        files += sorted(p for p in Path(ns.audio_dir).iterdir()
+                        if p.suffix.lower() in (".wav", ".flac", ".m4a", ".mp3", ".ogg"))
+    return files
+
+
+def cmd_video(ns: argparse.Namespace) -> int:
+    try:
+        trained = load_trained_model(ns.checkpoint, ns.device)
+        refiner = load_trained_model(ns.refiner, ns.device) if ns.refiner else None
+        renderer = load_renderer(ns.renderer, ns.device)
+        portrait = prepare_portrait(ns.portrait, renderer.model.image_size)
+    except (FileNotFoundError, ValueError) as e:  # PortraitError is a ValueError
+        print(f"dtl generate video: {e}", file=sys.stderr)
+        return 2
+    files = audio_inputs(ns)
+    out_dir = Path(ns.out)
+    failures = 0
+    for audio_path in tqdm(files, desc="generating", unit="file", disable=len(files) < 2):
+        try:
+            result = generate_video(trained, renderer, portrait, audio_path, ns.emotion, ns.level, out_dir,
+                                    refiner=refiner, style_path=Path(ns.style) if ns.style else None,
+                                    steps=ns.steps, guidance=ns.guidance, seed=ns.seed,
+                                    adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size)
+        except (AudioError, VideoError, PortraitError, ValueError) as e:  # this file only: report, go on
+            print(f"dtl generate video: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        t = result["timings"]
+        compute = t["blendshapes_s"] + t["avatar_s"] + t["transfer_s"]
+        print(f"{audio_path} -> {result['paths']['video']} ({result['frames']} frames at {result['fps']:g} fps; "
+              f"{compute / max(t['audio_s'], 1e-9):.1f} s of compute per second of video)")
+    return 1 if failures else 0
+
+
+def add_parser(sub) -> None:
+    video = sub.add_parser("video", help="portrait + speech + emotion -> talking-head MP4 (+ avatar MP4, ARKit CSV)")
+    video.add_argument("--portrait", required=True, help="a portrait image (png, jpg) with one frontal face")
+    video.add_argument("--audio", nargs="*", default=[], help="speech files (wav, flac, m4a, mp3)")
+    video.add_argument("--audio-list", help="a text file with one audio path a line")
+    video.add_argument("--audio-dir", help="a folder of audio files")
+    video.add_argument("--emotion", required=True, choices=EMOTIONS)
+    video.add_argument("--level", type=int, default=3)
+    video.add_argument("--style", help="a reference expression clip (.npy or Live Link CSV) of any content")
+    video.add_argument("--checkpoint", required=True, help="an EmoDiff run directory or checkpoint")
+    video.add_argument("--refiner", help="a lip-refinement run directory or checkpoint")
+    video.add_argument("--renderer", required=True, help="a renderer (face-vid2vid) run directory or checkpoint")
+    video.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
+    video.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    video.add_argument("--seed", type=int, default=0)
+    video.add_argument("--no-adapt-scale", action="store_true", help="no hull-area rescaling of the avatar's motion")
+    video.add_argument("--batch-size", type=int, default=8, help="frames per motion-transfer batch")
+    video.add_argument("--device", default="cpu")
+    video.add_argument("--out", default="generated")
+    video.set_defaults(func=cmd_video, needs_audio=True)
