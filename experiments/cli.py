@@ -7,6 +7,8 @@ import importlib
 import sys
 from typing import NamedTuple
 
+from dtl_foundation.system_packages import SystemPackageMissing
+
 
 class Subcommand(NamedTuple):
     entry: str  # "module:function", imported when the subcommand runs: `dtl compare` or `--help` never load torch
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     entry = getattr(importlib.import_module(module), function)
     try:
         return entry(argv[1:])
-    except (ValueError, FileNotFoundError) as e:  # bad input: say which file and what, no traceback
+    except (ValueError, FileNotFoundError, SystemPackageMissing) as e:  # say which file or package, no traceback
         print(f"dtl {ns.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -14,13 +14,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from dtl_foundation.system_packages import SystemPackageMissing
 from rendering.rig import FaceRig
 
 EGL_DEBIAN_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri libgl1"  # libgl1: glcontext loads libGL too
 POSE_COLUMNS = ("yaw", "pitch", "roll", "tx", "ty", "tz")
 
 
-class EGLUnavailableError(RuntimeError):
+class EGLUnavailableError(SystemPackageMissing):
     """No headless OpenGL context could be made (no EGL library, no driver, or moderngl missing)."""
 
 

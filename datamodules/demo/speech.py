@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dtl_foundation.system_packages import SystemPackageMissing
+
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 1
 _EVENT_LIST_TERMINATED, _EVENT_PHONEME = 0, 7
@@ -39,7 +41,7 @@ class Utterance:
     phonemes: list[tuple[float, str]]
 
 
-class EspeakMissingError(RuntimeError):
+class EspeakMissingError(SystemPackageMissing):
     """libespeak-ng or its voice data is not installed."""
 
 
