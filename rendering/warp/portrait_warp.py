@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from skimage.transform import SimilarityTransform
 
 from rendering.portrait import CropBox, crop_box_from_landmarks
-from rendering.warp.contours import CONTOUR_PAIRS, NUM_LANDMARKS, facing_pairs, interpolation_matrix
+from rendering.warp.contours import CONTOUR_PAIRS, NUM_LANDMARKS, facing_pairs, inner_lip_polygon, interpolation_matrix
 from rendering.warp.mesh_warp import MeshWarp, upsample
-from rendering.warp.mouth_interior import (OPENING_FADE, cavity_triangles, draw_interior, fit_affine, lip_indices,
-                                           lip_opening, saturation)
+from rendering.warp.mouth_interior import (OPENING_FADE, draw_interior, inner_lip_sides, lip_opening,
+                                           mouth_correspondence, polygon_mask, saturation)
 from rendering.warp.rig_points import RigPoints
 
 
@@ -88,7 +88,6 @@ class PortraitWarp:
         grid = (max(2, int(np.ceil((y1 - y0) * cells))), max(2, int(np.ceil((x1 - x0) * cells))))
         self.warp = MeshWarp(np.concatenate([self.source_points, anchors]), (x0, y0, x1, y1), grid, self.device)
         self.num_anchors = len(anchors)
-        self.cavity = torch.from_numpy(cavity_triangles(self.warp.triangles.cpu().numpy())).to(self.device)
         patch = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).to(self.device)
         self.patch = patch.permute(2, 0, 1)[None].float()
         ys, xs = torch.meshgrid(torch.arange(y0, y1, device=self.device) + 0.5,
@@ -135,16 +134,16 @@ class PortraitWarp:
         anchors = self.warp.source[-self.num_anchors:].cpu().numpy()
         x0, y0, x1, y1 = self.region
         down = torch.tensor(self.down, dtype=torch.float32, device=self.device)
-        lips = torch.from_numpy(lip_indices()).to(self.device)
+        upper, lower = (torch.from_numpy(side).to(self.device) for side in inner_lip_sides())
+        polygon = torch.from_numpy(inner_lip_polygon()).to(self.device)
         rest_opening = lip_opening(torch.from_numpy(self.source_points).float()[None].to(self.device), down)
         for start in range(0, len(moved), batch_size):
             stop = min(start + batch_size, len(moved))
             points = torch.from_numpy(np.concatenate(
                 [moved[start:stop], np.broadcast_to(anchors, (stop - start,) + anchors.shape)], 1)).float()
             points = points.to(self.device)
-            coarse, triangle = self.warp.backward_map(points)
-            grid = upsample(torch.cat([coarse, self.cavity[triangle][..., None].float()], -1), (y1 - y0, x1 - x0))
-            mapped, mask = grid[..., :2], grid[..., 2]
+            coarse, _ = self.warp.backward_map(points)
+            mapped = upsample(coarse, (y1 - y0, x1 - x0))
             scale = torch.tensor([2 / (x1 - x0), 2 / (y1 - y0)], device=self.device)
             offset = torch.tensor([x0, y0], dtype=torch.float32, device=self.device)
             warped = F.grid_sample(self.patch.expand(len(points), -1, -1, -1), (mapped - offset) * scale - 1,
@@ -153,11 +152,13 @@ class PortraitWarp:
             if bool((fade > 0).any()):
                 avatar = torch.as_tensor(np.asarray(avatar_frames[start:stop])).to(self.device)
                 avatar = avatar.permute(0, 3, 1, 2).float()
-                affine = fit_affine(points[:, lips], torch.from_numpy(driving[start:stop]).float()[:, lips.cpu()]
-                                    .to(self.device))
-                rows, cols = self._bounds(points[:, lips])
-                warped[:, rows, cols] = draw_interior(warped[:, rows, cols], mask[:, rows, cols] * fade[:, None, None],
-                                                      self.pixels[rows, cols], affine, avatar, self.chroma_scale)
+                rig = torch.from_numpy(driving[start:stop]).float().to(self.device)
+                rows, cols = self._bounds(points[:, polygon])
+                pixels = self.pixels[rows, cols]
+                mask = polygon_mask(points[:, polygon], pixels) * fade[:, None, None]
+                at = mouth_correspondence(pixels.reshape(-1, 2), points[:, upper], points[:, lower], rig[:, upper],
+                                          rig[:, lower]).reshape(*mask.shape, 2)
+                warped[:, rows, cols] = draw_interior(warped[:, rows, cols], mask, at, avatar, self.chroma_scale)
             frames = np.repeat(self.image[None], stop - start, 0)
             frames[:, y0:y1, x0:x1] = warped.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
             yield frames
