@@ -3,8 +3,9 @@
 Per frame the rig's control points (rendering/warp/rig_points.py) are projected onto the avatar frame (with the
 track's head pose when it has one); their displacement from the first frame, turned and scaled onto the portrait's
 face by the similarity that best maps the rig's first-frame landmarks onto the portrait's, moves the portrait's
-control points. Facing lip and lid points are kept from crossing (a blink closes the eye, it does not turn the
-lids over). A mesh warp (rendering/warp/mesh_warp.py) over the face box, with fixed anchors on a square around it,
+control points. An eye opens and closes in proportion to its own opening, as much as the rig's eye does (the
+rig's lids meet unevenly, and a portrait's eye is rarely as open as the rig's); facing lip and lid points never
+cross. A mesh warp (rendering/warp/mesh_warp.py) over the face box, with fixed anchors on a square around it,
 moves the pixels at the portrait's own resolution, so everything outside the moving face is the portrait's own
 pixels and there is no seam to hide; the mouth interior is drawn where the lips part.
 """
@@ -20,11 +21,15 @@ import torch.nn.functional as F
 from skimage.transform import SimilarityTransform
 
 from rendering.portrait import CropBox, crop_box_from_landmarks
-from rendering.warp.contours import CONTOUR_PAIRS, NUM_LANDMARKS, facing_pairs, inner_lip_polygon, interpolation_matrix
+from rendering.warp.contours import (CONTOUR_PAIRS, EYELID_CONTOURS, NUM_LANDMARKS, facing_pairs, inner_lip_polygon,
+                                     interpolation_matrix)
 from rendering.warp.mesh_warp import MeshWarp, upsample
 from rendering.warp.mouth_interior import (OPENING_FADE, draw_interior, inner_lip_sides, lip_opening,
                                            mouth_correspondence, polygon_mask, saturation)
 from rendering.warp.rig_points import RigPoints
+
+
+MAX_EYE_OPENING = 1.6  # eyes widen at most this much beyond the portrait's own opening
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class PortraitWarp:
         grid = (max(2, int(np.ceil((y1 - y0) * cells))), max(2, int(np.ceil((x1 - x0) * cells))))
         self.warp = MeshWarp(np.concatenate([self.source_points, anchors]), (x0, y0, x1, y1), grid, self.device)
         self.num_anchors = len(anchors)
-        patch = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).to(self.device)
+        patch = torch.from_numpy(np.array(image[y0:y1, x0:x1])).to(self.device)
         self.patch = patch.permute(2, 0, 1)[None].float()
         ys, xs = torch.meshgrid(torch.arange(y0, y1, device=self.device) + 0.5,
                                 torch.arange(x0, x1, device=self.device) + 0.5, indexing="ij")
@@ -118,6 +123,13 @@ class PortraitWarp:
         and optional (T, 6) head poses; the first frame is the reference of the relative motion."""
         driving = self.rig.project(coeffs, self.avatar, poses)
         moved = self.source_points + (driving - driving[:1]) @ self.rig_to_portrait.T
+        for contour in EYELID_CONTOURS:  # each eye opens as the rig's does, in proportion to its own opening
+            upper, lower = facing_pairs(contour)
+            rig_gap = (driving[:, lower] - driving[:, upper])[..., 1].mean(-1)  # the avatar frame is upright
+            ratio = np.clip(rig_gap / max(rig_gap[0], 1e-6), 0, MAX_EYE_OPENING)[:, None, None]
+            middle = (moved[:, upper] + moved[:, lower]) / 2
+            half_gap = 0.5 * (self.source_points[lower] - self.source_points[upper])
+            moved[:, upper], moved[:, lower] = middle - ratio * half_gap, middle + ratio * half_gap
         for contour in CONTOUR_PAIRS:  # lids and lips may close but never cross
             upper, lower = facing_pairs(contour)
             overlap = np.minimum((moved[:, lower] - moved[:, upper]) @ self.down, 0)
@@ -143,7 +155,9 @@ class PortraitWarp:
                 [moved[start:stop], np.broadcast_to(anchors, (stop - start,) + anchors.shape)], 1)).float()
             points = points.to(self.device)
             coarse, _ = self.warp.backward_map(points)
-            mapped = upsample(coarse, (y1 - y0, x1 - x0))
+            # the displacement is upsampled, not the positions: it is zero wherever nothing moves, edges included
+            displacement = coarse - self.warp.pixels.reshape(coarse.shape[1:])
+            mapped = upsample(displacement, (y1 - y0, x1 - x0)) + self.pixels
             scale = torch.tensor([2 / (x1 - x0), 2 / (y1 - y0)], device=self.device)
             offset = torch.tensor([x0, y0], dtype=torch.float32, device=self.device)
             warped = F.grid_sample(self.patch.expand(len(points), -1, -1, -1), (mapped - offset) * scale - 1,
