@@ -75,19 +75,24 @@ class MeshWarp:
         """
         frames, count = len(moved), len(self.pixels)
         triangle = self.start.repeat(frames)
+        weights = torch.empty(frames * count, 3, device=self.device)
         frame = torch.arange(frames, device=self.device).repeat_interleave(count)
         pixels = self.pixels.repeat(frames, 1)
         active = torch.arange(frames * count, device=self.device)
+        flat = moved.reshape(-1, 2)
+        vertices = moved.shape[1]
         for _ in range(MAX_WALK_STEPS):
             current = triangle[active]
-            weights = self._barycentric(moved[frame[active, None], self.triangles[current]], pixels[active])
-            lowest, corner = weights.min(-1)
+            corners = flat[(frame[active, None] * vertices + self.triangles[current]).reshape(-1)].reshape(-1, 3, 2)
+            found = self._barycentric(corners, pixels[active])
+            weights[active] = found
+            lowest, corner = found.min(-1)
             outside = lowest < -INSIDE_TOLERANCE
             active, current, corner = active[outside], current[outside], corner[outside]
             if len(active) == 0:
                 break
             triangle[active] = self.neighbours[current, corner]
-        weights = self._barycentric(moved[frame[:, None], self.triangles[triangle]], pixels).clamp(min=0)
+        weights = weights.clamp(min=0)
         weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-9)
         return triangle.reshape(frames, count), weights.reshape(frames, count, 3)
 

@@ -24,7 +24,7 @@ def inner_lip_sides() -> tuple[np.ndarray, np.ndarray]:
     return contour_indices("inner_lip", "upper"), contour_indices("inner_lip", "lower")
 
 
-def polygon_mask(polygon: torch.Tensor, pixels: torch.Tensor, samples: int = 3) -> torch.Tensor:
+def polygon_mask(polygon: torch.Tensor, pixels: torch.Tensor, samples: int = 2) -> torch.Tensor:
     """(B, h, w) coverage in [0, 1] of pixels (h, w, 2) (their centres) by closed polygons (B, K, 2): the even-odd
     rule at samples x samples points a pixel, averaged, so the edge is anti-aliased."""
     offsets = (torch.arange(samples, device=pixels.device, dtype=pixels.dtype) + 0.5) / samples - 0.5

@@ -39,8 +39,8 @@ class WarpSettings:
     fixed points on each side of that square; min_gap: facing lip and lid points of the portrait are pushed at
     least this far apart (fraction of the face side) so the triangulation keeps both."""
 
-    grid_cells: int = 96
-    margin: float = 0.25
+    grid_cells: int = 64
+    margin: float = 0.15
     anchors_per_side: int = 8
     min_gap: float = 0.008
 
