@@ -26,6 +26,7 @@ from experiments.generate import generate_blendshapes
 from experiments.trained_model import TrainedModel, load_trained_model
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from rendering.default_rig import default_rig
+from rendering.frame_strip import FrameStrip
 from rendering.gl_renderer import FaceRenderer
 from rendering.motion_transfer import MotionTransfer
 from rendering.portrait import (CropBox, PortraitError, crop, crop_box_from_landmarks, find_face, load_portrait,
@@ -74,8 +75,9 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
                    style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                    seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
                    stem: str | None = None, side_dir: Path | None = None) -> dict:
-    """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv} under side_dir (default: out_dir), the stem
-    defaulting to <audio stem>_<emotion>_level_<L>; returns their paths and timings."""
+    """Write <stem>.mp4 and <stem>_strip.png (6 frames, face-cropped) under out_dir and <stem>{_avatar.mp4,
+    _arkit.csv} under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
+    their paths and timings."""
     timings = {}
     start = time.perf_counter()
     track = generate_blendshapes(trained, audio_path, emotion, level, style_path=style_path, steps=steps,
@@ -85,7 +87,7 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
     stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
     side_dir = side_dir or out_dir
     paths = {"video": out_dir / f"{stem}.mp4", "avatar": side_dir / f"{stem}_avatar.mp4",
-             "arkit": side_dir / f"{stem}_arkit.csv"}
+             "arkit": side_dir / f"{stem}_arkit.csv", "strip": out_dir / f"{stem}_strip.png"}
     write_live_link_csv(paths["arkit"], LiveLinkTrack(blendshapes=track, fps=fps))
 
     start = time.perf_counter()
@@ -113,10 +115,12 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
                 bar.update(len(faces))
                 yield np.stack([paste_back(portrait.image, face, portrait.box) for face in faces])
 
+    strip = FrameStrip(len(track), portrait.box)
     try:
-        write_video(paths["video"], frames(), fps, audio_path)
+        write_video(paths["video"], strip.collect(frames()), fps, audio_path)
     finally:
         bar.close()
+    strip.save(paths["strip"])
     timings["transfer_s"] = time.perf_counter() - start
     timings["audio_s"] = len(track) / fps
     return {"paths": paths, "frames": len(track), "fps": fps, "timings": timings}
