@@ -16,7 +16,6 @@ from datamodules.arkit import INDEX, NUM_BLENDSHAPES
 def warp():
     from rendering.warp.renderer import WarpRenderer
 
-    torch.set_num_threads(1)
     with WarpRenderer() as renderer:
         yield renderer
 
@@ -86,6 +85,20 @@ def test_lids_close_but_never_cross(warp, astronaut):
             assert gap.max() < 0.5, contour  # the blink closes the eye: the lids meet
         # without the clamp the rig's full blink (and the lips closing past the first frame) turn them over
         assert ((unclamped[1, lower] - unclamped[1, upper]) @ portrait.down).min() < -0.5
+
+
+def test_head_turns_of_the_track_turn_the_portrait(warp, astronaut):
+    from metrics.face_detect import NOSE_TIP
+    from rendering.portrait import find_face
+
+    portrait = warp.prepare(astronaut, find_face(astronaut).landmarks)
+    poses = np.zeros((3, 6))
+    poses[1, 0], poses[2, 2] = 8.0, 8.0  # yaw 8 degrees (to the subject's left), then roll 8 degrees
+    moved, _ = portrait.targets(track(3), poses)
+    shift = moved[1, NOSE_TIP] - moved[0, NOSE_TIP]
+    assert shift[0] > 0.02 * portrait.box.side and abs(shift[1]) < 0.3 * abs(shift[0])  # the nose goes sideways
+    chin, brow = moved[:, 8] - moved[0, 8], moved[:, 27] - moved[0, 27]
+    assert np.linalg.norm(chin[2]) > 1 and np.sign(chin[2, 0]) != np.sign(brow[2, 0])  # a roll turns the face
 
 
 @pytest.mark.slow
