@@ -30,8 +30,10 @@ install: $(STAMP)
 # The most complete pipeline that exists, at demo scale: build the SYNTHETIC demo corpus and render some of its
 # clips as talking videos; train and test the baseline, EmoDiff, the blendshape emotion classifier (the judge),
 # lip refinement of EmoDiff's samples and the face-vid2vid renderer on held-out speakers; generate lip-refined
-# Live Link Face CSVs, and a talking video of a real portrait (skimage's astronaut) from held-out speech;
-# evaluate that video, and two held-out clips generated from their speech, emotion and first frame (dtl eval);
+# Live Link Face CSVs, and talking videos of a real portrait (skimage's astronaut) from held-out speech, by the
+# training-free warp renderer (outputs/demo_video/, with a 6-frame strip PNG) and by the face-vid2vid run
+# (outputs/demo_video/face_vid2vid/); evaluate the warp video, and two held-out clips generated (warp) from their
+# speech, emotion and first frame (dtl eval);
 # compare the runs (table printed, markdown + HTML in outputs/demo_report/).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: sysdeps install
@@ -48,11 +50,14 @@ demo: sysdeps install
 	$(PY) -c "import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.astronaut()).save('outputs/demo_portrait.png')"
 	$(DTL) generate video --portrait outputs/demo_portrait.png --audio data/demo/W002/audio/happy/level_3/001.wav \
 		--emotion happy --level 3 --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
-		--renderer outputs/renderer_demo/demo --out outputs/demo_video
+		--out outputs/demo_video
+	$(DTL) generate video --portrait outputs/demo_portrait.png --audio data/demo/W002/audio/happy/level_3/001.wav \
+		--emotion happy --level 3 --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
+		--renderer outputs/renderer_demo/demo --out outputs/demo_video/face_vid2vid
 	$(DTL) eval outputs/demo_video/001_happy_level_3.mp4 --portrait outputs/demo_portrait.png --group demo \
 		--out outputs/demo_eval
 	$(DTL) eval outputs/demo_heldout --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
-		--renderer outputs/renderer_demo/demo --limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
+		--limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report

@@ -69,6 +69,24 @@ def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path
     assert not (out / "silent_happy_level_2.mp4").exists()
 
 
+@pytest.mark.slow
+def test_the_default_renderer_is_the_training_free_warp(runs, astronaut_png, tmp_path, capsys, caplog):
+    from experiments.generate.command import main
+    from dtl_foundation.media.video_write import check_video, probe_video
+    from talking_video import speak
+
+    speech = speak("Without a renderer run the warp animates the portrait.", tmp_path / "speech.wav")
+    out = tmp_path / "out"
+    assert main(["video", "--portrait", str(astronaut_png), "--audio", str(speech), "--emotion", "happy",
+                 "--checkpoint", str(runs["emodiff"]), "--steps", "5", "--out", str(out)]) == 0, capsys.readouterr()
+    video = out / "speech_happy_level_3.mp4"
+    assert check_video(video, speech, 25.0) is None
+    assert (probe_video(video).width, probe_video(video).height) == (512, 512)
+    strip = np.asarray(Image.open(out / "speech_happy_level_3_strip.png"))
+    assert strip.shape == (192, 6 * 192, 3) and strip.std() > 20  # six face crops of the astronaut
+    assert "2 faces found; using face 0" in caplog.text  # the choice among the portrait's faces is logged
+
+
 def test_a_portrait_without_a_face_is_refused(runs, tmp_path, capsys):
     from experiments.generate.command import main
     from talking_video import speak
@@ -80,6 +98,10 @@ def test_a_portrait_without_a_face_is_refused(runs, tmp_path, capsys):
                  "--checkpoint", str(runs["emodiff"]), "--renderer", str(runs["renderer"]), "--out", str(tmp_path)])
     assert code == 2
     assert f"{blank}: no face found" in capsys.readouterr().err
+    assert main(["video", "--portrait", str(blank), "--audio", str(speech), "--emotion", "sad", "--level", "1",
+                 "--checkpoint", str(runs["emodiff"]), "--out", str(tmp_path / "warp")]) == 2  # the warp renderer
+    assert f"{blank}: no face found" in capsys.readouterr().err
+    assert not (tmp_path / "warp").exists()  # nothing half written
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     assert main(["video", "--portrait", str(broken), "--audio", str(speech), "--emotion", "sad", "--level", "1",
@@ -161,12 +183,12 @@ def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talk
     assert json.loads((tmp_path / "eval3" / "metrics.json").read_text())["counts"]["psnr"] == 3
 
 
-def test_eval_from_a_checkpoint_needs_a_renderer_and_a_split_with_videos(runs, tmp_path, capsys):
+def test_eval_from_a_checkpoint_needs_a_split_with_videos(runs, tmp_path, capsys):
     from experiments.evaluate.command import main
 
-    assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"])]) == 2
-    assert "--checkpoint needs --renderer" in capsys.readouterr().err
-    # the tiny corpus has no videos: its test split gives nothing to score, and the error says how to get some
-    assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"]), "--renderer", str(runs["renderer"])]) == 1
-    err = capsys.readouterr().err
-    assert "no test clip has a reference video" in err and "dtl data videos" in err
+    # the tiny corpus has no videos: its test split gives nothing to score, and the error says how to get some;
+    # without --renderer the warp renderer is used, with one the face-vid2vid run
+    for renderer in ([], ["--renderer", str(runs["renderer"])]):
+        assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"])] + renderer) == 1
+        err = capsys.readouterr().err
+        assert "no test clip has a reference video" in err and "dtl data videos" in err

@@ -98,6 +98,13 @@ class FaceLandmarker:
             landmarks=self.landmarks(rgb, box),
         )
 
+    def detect_all(self, image: np.ndarray | torch.Tensor) -> list[Face]:
+        """Every frontal face dlib finds, with its landmarks, in the detector's order."""
+        rgb = as_rgb_uint8(image)
+        boxes, scores, _ = self._detector.run(rgb, self.upsample, 0.0)
+        return [Face(box=(b.left(), b.top(), b.right(), b.bottom()), score=float(s), landmarks=self.landmarks(rgb, b))
+                for b, s in zip(boxes, scores)]
+
     def landmarks(self, image: np.ndarray | torch.Tensor, box) -> np.ndarray:
         """(68, 2) float64 landmarks inside a dlib.rectangle or a (left, top, right, bottom) box."""
         if not hasattr(box, "left"):

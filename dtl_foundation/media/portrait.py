@@ -7,6 +7,7 @@ so portraits and the training videos share one framing. Crops that leave the ima
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
+from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, Face, FaceLandmarker
+
+log = logging.getLogger(__name__)
+DETECT_MAX_SIDE = 1024  # larger images are searched for faces at this size (dlib's time grows with the area)
+MAX_UPSAMPLED_SIDE = 4096  # with no face found, the search is repeated upsampled further, up to this size
 
 
 class PortraitError(ValueError):
@@ -36,14 +42,17 @@ class CropBox:
 
 
 def load_portrait(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file (alpha dropped, grey expanded)."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 RGB of an image file (transparent parts composited over white, grey expanded)."""
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise PortraitError(path, "no such image file")
     try:
         with Image.open(path) as image:
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                image = image.convert("RGBA")
+                return np.asarray(Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB"))
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as e:
         raise PortraitError(path, f"not a readable image ({e})") from None
@@ -59,14 +68,45 @@ def crop_box_from_landmarks(landmarks: np.ndarray) -> CropBox:
     return CropBox(left=float(centre[0] - side / 2), top=float(centre[1] - side / 2), side=side)
 
 
-def detect_crop_box(image: np.ndarray, landmarker: FaceLandmarker | None = None,
-                    source: str | os.PathLike = "image") -> CropBox:
-    """The crop of the highest-scoring face in an RGB image; PortraitError naming `source` when there is none."""
-    face = (landmarker or FaceLandmarker(upsample=1)).detect(image)
-    if face is None:
+def find_face(image: np.ndarray, landmarker: FaceLandmarker | None = None, source: str | os.PathLike = "image",
+              face_index: int | None = None) -> Face:
+    """One face of an RGB image with its 68 landmarks: the largest, or the `face_index`-th by size (0 = largest).
+
+    Images larger than DETECT_MAX_SIDE are searched at that size and their landmarks placed at full resolution;
+    when nothing is found the search is repeated with the image doubled (dlib's upsampling) while it stays within
+    MAX_UPSAMPLED_SIDE, which finds small and partly turned faces. With several faces the choice is logged. PortraitError naming `source` when there is no face or no such face index.
+    """
+    landmarker = landmarker or FaceLandmarker(upsample=1)
+    scale = min(1.0, DETECT_MAX_SIDE / max(image.shape[:2]))
+    small = image if scale == 1 else np.asarray(Image.fromarray(image).resize(
+        (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))), Image.Resampling.BOX))
+    faces, upsample = landmarker.detect_all(small), landmarker.upsample
+    while not faces and max(small.shape[:2]) * 2 ** (upsample + 1) <= MAX_UPSAMPLED_SIDE:
+        upsample += 1
+        faces = FaceLandmarker(upsample=upsample).detect_all(small)
+    if not faces:
         raise PortraitError(source, "no face found (dlib's frontal face detector); use a frontal portrait with the "
-                                    "face at least ~80 px wide")
-    return crop_box_from_landmarks(face.landmarks)
+                                    "face at least ~40 px wide")
+    faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    index = 0 if face_index is None else face_index
+    if not 0 <= index < len(faces):
+        raise PortraitError(source, f"has {len(faces)} face(s); the face index must be 0..{len(faces) - 1}, "
+                                    f"got {face_index}")
+    face = faces[index]
+    if scale != 1:
+        box = tuple(int(round(v / scale)) for v in face.box)
+        face = Face(box=box, score=face.score, landmarks=landmarker.landmarks(image, box))
+    if len(faces) > 1:
+        log.warning("%s: %d faces found; using face %d (%s by size, box left/top/right/bottom %s); choose another "
+                    "with --face-index", source, len(faces), index, "the largest" if index == 0 else f"#{index}",
+                    face.box)
+    return face
+
+
+def detect_crop_box(image: np.ndarray, landmarker: FaceLandmarker | None = None,
+                    source: str | os.PathLike = "image", face_index: int | None = None) -> CropBox:
+    """The crop of the chosen face (`find_face`) in an RGB image; PortraitError naming `source` when there is none."""
+    return crop_box_from_landmarks(find_face(image, landmarker, source, face_index).landmarks)
 
 
 def crop(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:

@@ -109,7 +109,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "video (portrait: its first frame; the clip's speech, emotion and level) into GENERATED/videos, keeping "
         "videos an earlier call wrote, then score them against the corpus's videos")
     generation.add_argument("--checkpoint", type=Path, help="an EmoDiff run directory or checkpoint")
-    generation.add_argument("--renderer", type=Path, help="a renderer (face-vid2vid) run directory or checkpoint")
+    generation.add_argument("--renderer", help="`warp` (the default: the training-free warp renderer) or a "
+                            "face-vid2vid run directory or checkpoint")
     generation.add_argument("--refiner", type=Path, help="a lip-refinement run directory or checkpoint")
     generation.add_argument("--split", default="test", choices=("train", "val", "test"))
     generation.add_argument("--limit", type=int, help="the first N clips of the split only")
@@ -162,16 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         print("dtl eval: error: --renderer and --refiner need --checkpoint (the EmoDiff run to generate with)",
               file=sys.stderr)
         return 2
-    if args.checkpoint is not None and args.renderer is None:
-        print("dtl eval: error: --checkpoint needs --renderer (the face-vid2vid run that makes the videos)",
-              file=sys.stderr)
-        return 2
     generated, reference, group = args.generated, args.reference, args.group
     if args.checkpoint is not None:
         from experiments.evaluate.generation import generate_split
 
         try:
-            made = generate_split(args.checkpoint, args.renderer, args.generated, refiner=args.refiner,
+            made = generate_split(args.checkpoint, args.renderer or "warp", args.generated, refiner=args.refiner,
                                   split=args.split, limit=args.limit, steps=args.steps, guidance=args.guidance,
                                   seed=args.seed, device=args.device)
         except (FileNotFoundError, ValueError) as e:

@@ -1,10 +1,11 @@
-"""`dtl eval OUT --checkpoint RUN --renderer RUN`: generate a trained run's held-out split as talking videos for
+"""`dtl eval OUT --checkpoint RUN [--renderer RUN]`: generate a trained run's held-out split as talking videos for
 `dtl eval` to score against the corpus's own videos.
 
 The protocol of the talking-head papers: for every clip of the split that has a reference video, the reference's
 first frame is the portrait, the clip's speech and emotion label (and level) drive EmoDiff -> lip refinement -> rig
--> face-vid2vid, and the result is written as OUT/videos/<clip id>.mp4 (avatar videos and ARKit CSVs under
-OUT/avatars/). Videos already written are kept, so an interrupted generation resumes with the same command.
+-> renderer (`warp`, or a face-vid2vid run), and the result is written as OUT/videos/<clip id>.mp4 (avatar videos
+and ARKit CSVs under OUT/avatars/). Videos already written are kept, so an interrupted generation resumes with the
+same command.
 """
 
 from __future__ import annotations
@@ -47,15 +48,14 @@ def generate_split(checkpoint: str | Path, renderer: str | Path, out: str | Path
                    guidance: float | None = None, seed: int = 0, device: str = "cpu",
                    progress: bool = True) -> SplitGeneration:
     """Generate every `split` clip of the checkpoint's run that has a reference video, skipping those already done."""
-    from experiments.generate.video import generate_video, portrait_from_image
-    from lightning_modules.renderer_finetune import load_renderer
+    from experiments.generate.video import crop_size, generate_video, load_video_renderer, portrait_from_image
 
     _, config_path = resolve_checkpoint(checkpoint)
     run_dir = RunLayout.of_attempt_file(config_path).root
     manifest, clips = split_clips(run_dir, split, limit)
     trained: TrainedModel = load_trained_model(checkpoint, device)
     refined = load_trained_model(refiner, device) if refiner else None
-    transfer = load_renderer(renderer, device)
+    transfer = load_video_renderer(renderer, device)
     out = Path(out)
     videos, avatars = out / "videos", out / "avatars"
     done, kept = [], []
@@ -63,7 +63,7 @@ def generate_split(checkpoint: str | Path, renderer: str | Path, out: str | Path
         if (videos / f"{clip.clip_id}.mp4").is_file():
             kept.append(clip.clip_id)
             continue
-        portrait = portrait_from_image(read_frames(clip.video_path)[0], transfer.model.image_size, source=clip.video_path)
+        portrait = portrait_from_image(read_frames(clip.video_path)[0], crop_size(transfer), source=clip.video_path)
         generate_video(trained, transfer, portrait, Path(clip.audio_path), clip.emotion, clip.level, videos,
                        refiner=refined, steps=steps, guidance=guidance, seed=seed, progress=False,
                        stem=clip.clip_id, side_dir=avatars)

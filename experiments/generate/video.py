@@ -1,8 +1,9 @@
 """`dtl generate video`: portrait + speech + emotion -> MP4 (H.264 + AAC) of the portrait speaking it.
 
-EmoDiff (-> lip refinement) gives ARKit blendshapes; the default rig renders them as an avatar video; face-vid2vid
-transfers the avatar's motion to the portrait's face crop in relative mode; the crop is pasted back into the
-portrait. Beside each MP4 it writes the avatar video and the ARKit Live Link Face CSV.
+EmoDiff (-> lip refinement) gives ARKit blendshapes; the default rig renders them as an avatar video; the renderer
+moves the portrait in relative mode: `warp` (the default, no training: rendering/warp/) warps the portrait's own
+pixels, a face-vid2vid run transfers the avatar's motion to the face crop, which is pasted back. Beside each MP4 it
+writes the avatar video and the ARKit Live Link Face CSV.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from experiments.generate.blendshapes import generate_blendshapes
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from rendering.default_rig import default_rig
+from rendering.frame_strip import FrameStrip
 from rendering.gl_renderer import FaceRenderer
 from rendering.motion_transfer import MotionTransfer
-from dtl_foundation.media.portrait import CropBox, PortraitError, crop, detect_crop_box, load_portrait, paste_back
+from dtl_foundation.media.portrait import (CropBox, PortraitError, crop, crop_box_from_landmarks, find_face, load_portrait,
+                                paste_back)
 from dtl_foundation.media.video_write import VideoError, write_video
+from rendering.warp.renderer import WarpRenderer
 
 AVATAR_SIZE = 256
 
@@ -38,26 +42,42 @@ class Portrait:
     image: np.ndarray  # (H, W, 3) uint8, the whole portrait
     box: CropBox
     source: torch.Tensor  # (3, S, S) in [0, 1], the face crop at the renderer's size
+    landmarks: np.ndarray  # (68, 2) dlib's landmarks of the face in the whole portrait
 
 
-def prepare_portrait(path: str | Path, size: int) -> Portrait:
-    return portrait_from_image(load_portrait(path), size, source=path)
+def load_video_renderer(spec: str | Path, device: str = "cpu") -> TrainedRenderer | WarpRenderer:
+    """`warp` (the training-free renderer) or a face-vid2vid run directory or checkpoint."""
+    return WarpRenderer(device=device) if str(spec) == WarpRenderer.name else load_renderer(spec, device)
 
 
-def portrait_from_image(image: np.ndarray, size: int, source: str | Path = "image") -> Portrait:
-    """An RGB uint8 image's face, detected, cropped and resized; PortraitError naming `source` without a face."""
-    box = detect_crop_box(image, source=source)
-    face = crop(image, box, size)
-    return Portrait(image=image, box=box, source=torch.from_numpy(face).permute(2, 0, 1).float() / 255.0)
+def crop_size(renderer: TrainedRenderer | WarpRenderer) -> int:
+    return renderer.avatar_size if isinstance(renderer, WarpRenderer) else renderer.model.image_size
 
 
-def generate_video(trained: TrainedModel, renderer: TrainedRenderer, portrait: Portrait, audio_path: Path,
+def prepare_portrait(path: str | Path, size: int, face_index: int | None = None) -> Portrait:
+    return portrait_from_image(load_portrait(path), size, source=path, face_index=face_index)
+
+
+def portrait_from_image(image: np.ndarray, size: int, source: str | Path = "image",
+                        face_index: int | None = None) -> Portrait:
+    """An RGB uint8 image's face (the largest, or `face_index` by size), detected, cropped and resized;
+    PortraitError naming `source` without a face."""
+    face = find_face(image, source=source, face_index=face_index)
+    box = crop_box_from_landmarks(face.landmarks)
+    crop_pixels = crop(image, box, size)
+    return Portrait(image=image, box=box, source=torch.from_numpy(crop_pixels).permute(2, 0, 1).float() / 255.0,
+                    landmarks=face.landmarks)
+
+
+def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRenderer, portrait: Portrait,
+                   audio_path: Path,
                    emotion: str, level: int, out_dir: Path, *, refiner: TrainedModel | None = None,
                    style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                    seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
                    stem: str | None = None, side_dir: Path | None = None) -> dict:
-    """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv} under side_dir (default: out_dir), the stem
-    defaulting to <audio stem>_<emotion>_level_<L>; returns their paths and timings."""
+    """Write <stem>.mp4 and <stem>_strip.png (6 frames, face-cropped) under out_dir and <stem>{_avatar.mp4,
+    _arkit.csv} under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
+    their paths and timings."""
     timings = {}
     start = time.perf_counter()
     track = generate_blendshapes(trained, audio_path, emotion, level, style_path=style_path, steps=steps,
@@ -67,7 +87,7 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer, portrait: P
     stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
     side_dir = side_dir or out_dir
     paths = {"video": out_dir / f"{stem}.mp4", "avatar": side_dir / f"{stem}_avatar.mp4",
-             "arkit": side_dir / f"{stem}_arkit.csv"}
+             "arkit": side_dir / f"{stem}_arkit.csv", "strip": out_dir / f"{stem}_strip.png"}
     write_live_link_csv(paths["arkit"], LiveLinkTrack(blendshapes=track, fps=fps))
 
     start = time.perf_counter()
@@ -77,22 +97,30 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer, portrait: P
     timings["avatar_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    size = renderer.model.image_size
-    driving = torch.from_numpy(crop_video_frames(avatar, size, renderer.crop, paths["avatar"])).permute(0, 3, 1, 2)
-    transfer = MotionTransfer(renderer.model, portrait.source, adapt_scale=adapt_scale, batch_size=batch_size)
-    device = next(renderer.model.parameters()).device
-    bar = tqdm(total=len(driving), desc=f"motion transfer {audio_path.name}", unit="frame", disable=not progress)
+    bar = tqdm(total=len(track), desc=f"motion transfer {audio_path.name}", unit="frame", disable=not progress)
+    if isinstance(renderer, WarpRenderer):
+        def frames():
+            for chunk in renderer.animate(portrait.image, portrait.landmarks, track, avatar, batch_size=batch_size):
+                bar.update(len(chunk))
+                yield chunk
+    else:
+        size = renderer.model.image_size
+        driving = torch.from_numpy(crop_video_frames(avatar, size, renderer.crop, paths["avatar"]))
+        transfer = MotionTransfer(renderer.model, portrait.source, adapt_scale=adapt_scale, batch_size=batch_size)
+        device = next(renderer.model.parameters()).device
 
-    def frames():
-        for chunk in transfer(driving.float().div(255.0).to(device)):
-            faces = (chunk.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            bar.update(len(faces))
-            yield np.stack([paste_back(portrait.image, face, portrait.box) for face in faces])
+        def frames():
+            for chunk in transfer(driving.permute(0, 3, 1, 2).float().div(255.0).to(device)):
+                faces = (chunk.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                bar.update(len(faces))
+                yield np.stack([paste_back(portrait.image, face, portrait.box) for face in faces])
 
+    strip = FrameStrip(len(track), portrait.box)
     try:
-        write_video(paths["video"], frames(), fps, audio_path)
+        write_video(paths["video"], strip.collect(frames()), fps, audio_path)
     finally:
         bar.close()
+    strip.save(paths["strip"])
     timings["transfer_s"] = time.perf_counter() - start
     timings["audio_s"] = len(track) / fps
     return {"paths": paths, "frames": len(track), "fps": fps, "timings": timings}
@@ -112,8 +140,8 @@ def cmd_video(ns: argparse.Namespace) -> int:
     try:
         trained = load_trained_model(ns.checkpoint, ns.device)
         refiner = load_trained_model(ns.refiner, ns.device) if ns.refiner else None
-        renderer = load_renderer(ns.renderer, ns.device)
-        portrait = prepare_portrait(ns.portrait, renderer.model.image_size)
+        renderer = load_video_renderer(ns.renderer, ns.device)
+        portrait = prepare_portrait(ns.portrait, crop_size(renderer), ns.face_index)
     except (FileNotFoundError, ValueError) as e:  # PortraitError is a ValueError
         print(f"dtl generate video: {e}", file=sys.stderr)
         return 2
@@ -139,7 +167,8 @@ def cmd_video(ns: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     video = sub.add_parser("video", help="portrait + speech + emotion -> talking-head MP4 (+ avatar MP4, ARKit CSV)")
-    video.add_argument("--portrait", required=True, help="a portrait image (png, jpg) with one frontal face")
+    video.add_argument("--portrait", required=True, help="a portrait image (png, jpg; grey or RGBA too) with a "
+                       "frontal face")
     video.add_argument("--audio", nargs="*", default=[], help="speech files (wav, flac, m4a, mp3)")
     video.add_argument("--audio-list", help="a text file with one audio path a line")
     video.add_argument("--audio-dir", help="a folder of audio files")
@@ -148,7 +177,11 @@ def add_parser(sub) -> None:
     video.add_argument("--style", help="a reference expression clip (.npy or Live Link CSV) of any content")
     video.add_argument("--checkpoint", required=True, help="an EmoDiff run directory or checkpoint")
     video.add_argument("--refiner", help="a lip-refinement run directory or checkpoint")
-    video.add_argument("--renderer", required=True, help="a renderer (face-vid2vid) run directory or checkpoint")
+    video.add_argument("--renderer", default=WarpRenderer.name,
+                       help="`warp` (default: the training-free warp renderer) or a face-vid2vid run directory or "
+                            "checkpoint")
+    video.add_argument("--face-index", type=int, default=None,
+                       help="which face of a portrait with several: 0 = the largest (default), 1 the next, ...")
     video.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
     video.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     video.add_argument("--seed", type=int, default=0)
