@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from datamodules.arkit import LiveLinkTrack, write_live_link_csv
 from datamodules.audio import AudioError
-from datamodules.mead import EMOTIONS
 from datamodules.talking_video_datamodule import crop_video_frames
-from experiments.generate import generate_blendshapes
+from experiments.generate import (add_emotion_arguments, generate_blendshapes, request_metadata, take_name,
+                                  write_metadata)
 from experiments.trained_model import TrainedModel, load_trained_model
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from rendering.default_rig import default_rig
@@ -55,13 +55,14 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer, portrait: P
                    emotion: str, level: int, out_dir: Path, *, refiner: TrainedModel | None = None,
                    style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                    seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
-                   stem: str | None = None, side_dir: Path | None = None) -> dict:
+                   stem: str | None = None, side_dir: Path | None = None, **emotion_request) -> dict:
     """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv} under side_dir (default: out_dir), the stem
-    defaulting to <audio stem>_<emotion>_level_<L>; returns their paths and timings."""
+    defaulting to <audio stem>_<emotion>_level_<L>; returns their paths and timings. `emotion_request`: the
+    style_from, intensity and schedule_path options of generate_blendshapes."""
     timings = {}
     start = time.perf_counter()
     track = generate_blendshapes(trained, audio_path, emotion, level, style_path=style_path, steps=steps,
-                                 guidance=guidance, seed=seed, refiner=refiner)
+                                 guidance=guidance, seed=seed, refiner=refiner, **emotion_request)
     timings["blendshapes_s"] = time.perf_counter() - start
     fps = trained.fps
     stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
@@ -125,8 +126,12 @@ def cmd_video(ns: argparse.Namespace) -> int:
             result = generate_video(trained, renderer, portrait, audio_path, ns.emotion, ns.level, out_dir,
                                     refiner=refiner, style_path=Path(ns.style) if ns.style else None,
                                     steps=ns.steps, guidance=ns.guidance, seed=ns.seed,
-                                    adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size)
-        except (AudioError, VideoError, PortraitError, ValueError) as e:  # this file only: report, go on
+                                    adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size,
+                                    stem=f"{audio_path.stem}_{take_name(ns)}", style_from=ns.style_from,
+                                    intensity=ns.intensity,
+                                    schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
+            write_metadata(result["paths"]["arkit"], request_metadata(trained, ns, audio_path))
+        except (AudioError, VideoError, PortraitError, ValueError, FileNotFoundError) as e:  # this file: report, go on
             print(f"dtl generate video: {e}", file=sys.stderr)
             failures += 1
             continue
@@ -143,9 +148,7 @@ def add_parser(sub) -> None:
     video.add_argument("--audio", nargs="*", default=[], help="speech files (wav, flac, m4a, mp3)")
     video.add_argument("--audio-list", help="a text file with one audio path a line")
     video.add_argument("--audio-dir", help="a folder of audio files")
-    video.add_argument("--emotion", required=True, choices=EMOTIONS)
-    video.add_argument("--level", type=int, default=3)
-    video.add_argument("--style", help="a reference expression clip (.npy or Live Link CSV) of any content")
+    add_emotion_arguments(video)
     video.add_argument("--checkpoint", required=True, help="an EmoDiff run directory or checkpoint")
     video.add_argument("--refiner", help="a lip-refinement run directory or checkpoint")
     video.add_argument("--renderer", required=True, help="a renderer (face-vid2vid) run directory or checkpoint")
