@@ -24,8 +24,8 @@ import torch
 from datamodules.mead import EMOTIONS
 from experiments.trained_model import load_trained_model
 from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
-from lightning_modules.emotion_control import (emotion_coefficients, heldout_neutral_clips, score_emotion_control,
-                                               speaker_neutral)
+from lightning_modules.emotion_control import (emotion_coefficients, heldout_neutral_clips, neutral_spread,
+                                               score_emotion_control, speaker_neutral)
 
 DEFAULT_SETTINGS = ("label:1", "label:3", "bank:1", "bank:3", "clip:3", "ablated:3")
 
@@ -79,9 +79,10 @@ def main() -> None:
             print(f"  {e:>10}: " + "  ".join(f"L{lv} {m:.4f} / {c:.3f}" for lv, (m, c) in row.items()))
         zero = score_emotion_control(model, judge, clips, style_from="bank", guidance=guidance, intensity=0.0,
                                      **common)
-        report["intensity0_magnitude"] = float(np.nanmean(zero.magnitude))
+        spread = neutral_spread(test, common["neutral"], common["coefficients"])
+        report["intensity0_magnitude"], report["neutral_spread"] = float(np.nanmean(zero.magnitude)), spread
         print(f"intensity 0: mean distance from the speaker's neutral in the emotions' coefficients "
-              f"{np.nanmean(zero.magnitude):.4f}")
+              f"{np.nanmean(zero.magnitude):.4f} (real neutral clips: {spread:.4f})")
     if ns.out:
         Path(ns.out).write_text(json.dumps(report, indent=1))
 

@@ -64,6 +64,13 @@ def speaker_neutral(clips: list[Clip]) -> dict[str, np.ndarray]:
             for s in speakers}
 
 
+def neutral_spread(clips: list[Clip], neutral: dict[str, np.ndarray], coefficients: dict[str, np.ndarray]) -> float:
+    """The corpus's own neutral spread: the mean distance of real neutral clips from their speaker's neutral,
+    in each emotion's coefficients (what a generated neutral face may differ by)."""
+    return float(np.mean([_magnitude(c.blendshapes, e, c.speaker, neutral, coefficients)
+                          for c in clips if c.emotion == "neutral" for e in coefficients]))
+
+
 def request_batch(clips: list[Clip], emotion: str, level: int, model, *, style_frames: int,
                   reference: Clip | None = None) -> dict[str, torch.Tensor]:
     """The neutral clips' audio asked for (emotion, level): labels, a reference clip when given (its first frame
