@@ -71,12 +71,13 @@ def main() -> None:
         guidance = float(model.guidance_scale)
         scores = score_emotion_control(model, judge, clips, style_from="bank", guidance=guidance,
                                        levels=(1, 2, 3), **common)
-        table = {e: {lv: (scores.mean("magnitude", e, lv), scores.mean("confidence", e, lv)) for lv in (1, 2, 3)}
+        table = {e: {lv: (scores.mean("magnitude", e, lv), scores.mean("confidence", e, lv),
+                          scores.mean("log_odds", e, lv)) for lv in (1, 2, 3)}
                  for e in EMOTIONS if e != "neutral"}
         report["levels"] = table
-        print("level: magnitude / judge confidence (bank, default guidance)")
+        print("level: magnitude / judge confidence / its log-odds (bank, default guidance)")
         for e, row in table.items():
-            print(f"  {e:>10}: " + "  ".join(f"L{lv} {m:.4f} / {c:.3f}" for lv, (m, c) in row.items()))
+            print(f"  {e:>10}: " + "  ".join(f"L{lv} {m:.4f} / {c:.3f} / {o:5.2f}" for lv, (m, c, o) in row.items()))
         zero = score_emotion_control(model, judge, clips, style_from="bank", guidance=guidance, intensity=0.0,
                                      **common)
         spread = neutral_spread(test, common["neutral"], common["coefficients"])

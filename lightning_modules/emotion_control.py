@@ -28,6 +28,8 @@ class ControlScores:
     levels: list[int] = field(default_factory=list)
     recognised: list[bool] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
+    log_odds: list[float] = field(default_factory=list)
+    """log p / (1 - p) of the asked emotion: the judge's confidence where its probability saturates near 1."""
     magnitude: list[float] = field(default_factory=list)
 
     @property
@@ -122,13 +124,17 @@ def score_emotion_control(model, judge: torch.nn.Module, clips: list[Clip], *, s
                 batch["emotion_vector"] = mix_vector(model, mix, style_from=style_from).expand(b, -1)
             generator = torch.Generator().manual_seed(seed + EMOTION_INDEX[emotion] * 10 + level)
             tracks = model.generate(batch, steps=steps, guidance_scale=guidance, generator=generator)
-            probabilities = judge(tracks, batch["mask"]).softmax(-1)
+            logits = judge(tracks, batch["mask"])
+            probabilities = logits.softmax(-1)
             target = EMOTION_INDEX[emotion]
+            others = torch.cat([logits[:, :target], logits[:, target + 1:]], dim=1)
+            log_odds = logits[:, target] - others.logsumexp(1)
             for i, clip in enumerate(clips):
                 scores.asked.append(emotion)
                 scores.levels.append(level)
                 scores.recognised.append(int(probabilities[i].argmax()) == target)
                 scores.confidence.append(float(probabilities[i, target]))
+                scores.log_odds.append(float(log_odds[i]))
                 scores.magnitude.append(_magnitude(tracks[i, : len(clip.audio)].numpy(), emotion, clip.speaker,
                                                    neutral, coefficients))
     return scores

@@ -172,12 +172,13 @@ def test_the_label_alone_gives_the_asked_emotion_and_ignoring_it_gives_chance(co
 @pytest.mark.slow
 def test_levels_order_expression_and_confidence_and_intensity_zero_is_neutral(control):
     """Level 1 < 2 < 3 in mean distance from the speaker's neutral (in the emotion's own coefficients) and in
-    the judge's confidence, for every emotion with levels; intensity 0 stays within the corpus's neutral spread."""
+    the judge's confidence (as log-odds: its probability saturates near 1), for every emotion with levels;
+    intensity 0 stays within the corpus's neutral spread."""
     model = control["model"]
     scores = control_scores(control, style_from="bank", guidance=model.guidance_scale, levels=(1, 2, 3))
     for emotion in sorted(set(scores.asked) - {"neutral"}):
         magnitude = [scores.mean("magnitude", emotion, lv) for lv in (1, 2, 3)]
-        confidence = [scores.mean("confidence", emotion, lv) for lv in (1, 2, 3)]
+        confidence = [scores.mean("log_odds", emotion, lv) for lv in (1, 2, 3)]
         print(f"{emotion}: magnitude {magnitude}, confidence {confidence}")
         assert magnitude[0] < magnitude[1] < magnitude[2], emotion
         assert confidence[0] < confidence[1] < confidence[2], emotion
