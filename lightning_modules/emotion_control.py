@@ -147,3 +147,28 @@ def _magnitude(track: np.ndarray, emotion: str, speaker: str, neutral: dict | No
         return float("nan")
     idx = coefficients[emotion]
     return float(np.abs(track[:, idx] - neutral[speaker][idx]).mean())
+
+
+@torch.no_grad()
+def windowed_predictions(judge: torch.nn.Module, track: torch.Tensor, window: int, hop: int) -> list[tuple[int, int]]:
+    """(centre frame, judged emotion index) of each `window`-frame stretch of a (T, 52) track, every `hop` frames."""
+    starts = list(range(0, len(track) - window + 1, hop))
+    pieces = torch.stack([track[s:s + window] for s in starts])
+    predicted = judge(pieces, torch.ones(pieces.shape[:2], dtype=torch.bool)).argmax(-1)
+    return [(s + window // 2, int(p)) for s, p in zip(starts, predicted)]
+
+
+def schedule_lag(predictions: list[tuple[int, int]], changes: list[tuple[int, int]]) -> float:
+    """Frames the judged emotion trails a schedule of (frame, emotion index) changes: for each stretch that the
+    schedule holds, how long after its start the prediction first agrees and stays agreed until its end."""
+    worst = 0
+    for i, (start, emotion) in enumerate(changes):
+        stop = changes[i + 1][0] if i + 1 < len(changes) else predictions[-1][0] + 1
+        inside = [(c, p) for c, p in predictions if start <= c < stop]
+        agreed_from = stop
+        for c, p in reversed(inside):
+            if p != emotion:
+                break
+            agreed_from = c
+        worst = max(worst, agreed_from - start)
+    return float(worst)

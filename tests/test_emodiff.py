@@ -189,3 +189,31 @@ def test_levels_order_expression_and_confidence_and_intensity_zero_is_neutral(co
           f"{control['neutral_spread']:.4f}")
     assert zero_magnitude <= control["neutral_spread"]
     assert sum(r for r, e in zip(zero.recognised, zero.asked) if e == "neutral") == len(control["clips"])
+
+
+@pytest.mark.slow
+def test_a_two_emotion_schedule_switches_within_a_second_without_seams(control, trained, tmp_path):
+    """Held-out neutral speech, happy for its first half and sad after: the judge's prediction over 1 s windows
+    follows the schedule within 1 s of the change, and no frame jumps more than the corpus's own motion."""
+    from datamodules.mead import EMOTION_INDEX
+    from lightning_modules.emotion_control import schedule_lag, windowed_predictions
+    from lightning_modules.emotion_requests import read_emotion_schedule, schedule_vectors
+
+    model, fps = control["model"], 25.0
+    audio = np.concatenate([c.audio for c in control["clips"]])[: int(10 * fps)]
+    frames, change = len(audio), len(audio) // 2
+    schedule_file = tmp_path / "schedule.txt"
+    schedule_file.write_text(f"0 happy\n{change / fps} sad  # the change\n")
+    vectors = schedule_vectors(model, read_emotion_schedule(schedule_file), frames, fps)
+    batch = {"audio": torch.from_numpy(audio)[None], "init": model.denormalize(torch.zeros(1, 52)),
+             "init_known": torch.tensor([False]), "emotion_vector": vectors}
+    track = model.generate(batch, generator=torch.Generator().manual_seed(0))[0]
+    predictions = windowed_predictions(control["judge"], track, window=int(fps), hop=5)
+    lag = schedule_lag(predictions, [(0, EMOTION_INDEX["happy"]), (change, EMOTION_INDEX["sad"])])
+    motion = np.abs(np.diff(track.numpy(), axis=0)).mean(1)
+    corpus = np.concatenate([np.abs(np.diff(c.blendshapes, axis=0)).mean(1)
+                             for c in trained["datamodule"].datasets["train"].clips])
+    print(f"schedule: judged emotion follows within {lag / fps:.2f} s; largest frame-to-frame motion "
+          f"{motion.max():.4f} vs corpus 99th percentile {np.percentile(corpus, 99):.4f}")
+    assert lag <= fps  # 1 s
+    assert motion.max() <= np.percentile(corpus, 99)
