@@ -1,4 +1,4 @@
-"""EmoDiff: conditional diffusion over ARKit blendshape sequences (audio, emotion style, initial state)."""
+"""EmoDiff training: the denoiser of an EmoDiffGenerator learns from dataset windows; EMA weights generate."""
 
 from __future__ import annotations
 
@@ -11,76 +11,84 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dtl_foundation.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
-from lightning_modules.diffusion import (cfg_denoise, ddim_sample, ddpm_sample, make_schedule, predicted_x0,
-                                         prediction_target, q_sample)
+from dtl_foundation.mead import EMOTION_INDEX
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
+from lightning_modules.diffusion import predicted_x0, prediction_target, q_sample
 from lightning_modules.losses import masked_weighted_mse
+from lightning_modules.networks.emodiff_generator import EmoDiffGenerator
 from lightning_modules.optimization import optimizer_config
-
-CONDITION_KEYS = ("audio", "style", "style_mask", "emotion", "level", "init")
 
 
 class EmoDiff(L.LightningModule):
-    """Trains the denoiser on dataset windows; samples with DDIM/DDPM and classifier-free guidance from EMA weights.
+    """Trains `model` (an EmoDiffGenerator) and keeps its EMA copy `ema.module`, which validates and generates.
 
-    Blendshapes are diffused in a per-coefficient standardised space (corpus statistics, kept in the checkpoint).
-    With `autoregressive`, a random share of training windows gets its first `context_frames` frames as known
-    context, so generation can continue a sequence window by window; without it every window starts afresh
-    from the initial expression (the paper's ablation).
+    Conditions are dropped independently during training so each request shape is in distribution: the label
+    (`label_drop_prob`), the style clip (`style_clip_drop_prob`, so a label alone conditions well), the initial
+    expression (`init_drop_prob`: otherwise the first frame, which already shows the emotion, lets the model
+    ignore the label), and all emotion conditions at once (`cond_drop_prob`, the unconditional model of
+    classifier-free guidance). With `autoregressive`, a random share of windows gets its first `context_frames`
+    frames as known context, so generation can continue window by window (the paper's ablation switches it off).
+    Every checkpoint carries the style bank of the training clips (see EmoDiffGenerator).
     """
 
     def __init__(self, denoiser: nn.Module, optimizer: partial, scheduler: partial | None = None, *,
                  diffusion_steps: int = 500, schedule: str = "cosine", prediction: str = "x0",
-                 cond_drop_prob: float = 0.1, style_clip_drop_prob: float = 0.3, autoregressive: bool = True, context_frames: int = 10,
+                 cond_drop_prob: float = 0.1, label_drop_prob: float = 0.1, style_clip_drop_prob: float = 0.5,
+                 init_drop_prob: float = 0.5, autoregressive: bool = True, context_frames: int = 10,
                  context_prob: float = 0.5, mouth_weight: float = 2.0, velocity_weight: float = 0.5,
                  ema_decay: float = 0.999, sample_steps: int = 20, guidance_scale: float = 1.5,
-                 val_sample_batches: int = 4, generation_window: int = 64) -> None:
+                 val_sample_batches: int = 4, generation_window: int = 64, bank_exemplars: int = 4) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "optimizer", "scheduler"], logger=False)
-        self.denoiser = denoiser
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.model = EmoDiffGenerator(denoiser, diffusion_steps=diffusion_steps, schedule=schedule,
+                                      prediction=prediction, autoregressive=autoregressive,
+                                      context_frames=context_frames, sample_steps=sample_steps,
+                                      guidance_scale=guidance_scale, generation_window=generation_window,
+                                      bank_exemplars=bank_exemplars)
+        # Parameters only: the normalisation statistics and the style bank are copied, never averaged.
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
         self.ema.requires_grad_(False)
-        self.schedule = make_schedule(schedule, diffusion_steps)
         weights = torch.ones(NUM_BLENDSHAPES)
         weights[MOUTH_INDICES] = mouth_weight
         self.register_buffer("coefficient_weights", weights, persistent=False)
-        self.register_buffer("bs_mean", torch.zeros(NUM_BLENDSHAPES))
-        self.register_buffer("bs_std", torch.ones(NUM_BLENDSHAPES))
         self.val_metrics = BlendshapeEvaluation("val")
         self.test_metrics = BlendshapeEvaluation("test")
 
-    # --- data space ----------------------------------------------------------------------------------------
+    @property
+    def generator(self) -> EmoDiffGenerator:
+        """The EMA generator: what validation, tests and `dtl generate` sample from."""
+        return self.ema.module
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.model.denoiser
+
+    def _copy_buffers_to_ema(self) -> None:
+        for name, buffer in self.model.named_buffers():
+            self.generator.get_buffer(name).copy_(buffer)
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and getattr(datamodule, "blendshape_mean", None) is not None:
-            self.bs_mean.copy_(torch.as_tensor(datamodule.blendshape_mean))
-            self.bs_std.copy_(torch.as_tensor(datamodule.blendshape_std))
+            self.model.bs_mean.copy_(torch.as_tensor(datamodule.blendshape_mean))
+            self.model.bs_std.copy_(torch.as_tensor(datamodule.blendshape_std))
+            self._copy_buffers_to_ema()
 
+    # --- inference API (delegates to the EMA generator) ---------------------------------------------------
     def normalize(self, blendshapes: torch.Tensor) -> torch.Tensor:
-        return (blendshapes - self.bs_mean) / self.bs_std
+        return self.generator.normalize(blendshapes)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * self.bs_std + self.bs_mean).clamp(0.0, 1.0)
+        return self.generator.denormalize(x)
 
-    def _schedule(self):
-        if self.schedule.device != self.device:
-            self.schedule = self.schedule.to(self.device)
-        return self.schedule
+    def generate(self, batch: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        return self.generator.generate(batch, **kwargs)
 
-    # --- conditions ----------------------------------------------------------------------------------------
-    def conditions(self, batch: dict[str, torch.Tensor], context: torch.Tensor | None = None,
-                   context_mask: torch.Tensor | None = None, drop: torch.Tensor | None = None) -> dict:
-        b, frames = batch["audio"].shape[:2]
-        cond = {k: batch[k] for k in CONDITION_KEYS}
-        cond["init"] = self.normalize(batch["init"])
-        cond["style"] = self.normalize(batch["style"]) * batch["style_mask"][..., None]
-        cond["context"] = context if context is not None else batch["audio"].new_zeros(b, frames, NUM_BLENDSHAPES)
-        cond["context_mask"] = (context_mask if context_mask is not None
-                                else torch.zeros(b, frames, dtype=torch.bool, device=self.device))
-        cond["drop"] = drop if drop is not None else torch.zeros(b, dtype=torch.bool, device=self.device)
-        return cond
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.generate(batch)
 
+    # --- training ------------------------------------------------------------------------------------------
     def _training_context(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, frames = x0.shape[:2]
         mask = torch.zeros(b, frames, dtype=torch.bool, device=x0.device)
@@ -89,20 +97,29 @@ class EmoDiff(L.LightningModule):
             mask[use, : self.hparams.context_frames] = True
         return x0 * mask[..., None], mask
 
-    # --- training ------------------------------------------------------------------------------------------
+    def _training_conditions(self, batch: dict[str, torch.Tensor], context: torch.Tensor,
+                             context_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, device = batch["audio"].shape[0], self.device
+        coin = lambda p: torch.rand(b, device=device) < p  # noqa: E731
+        unconditional = coin(self.hparams.cond_drop_prob)
+        mask = batch["style_mask"]
+        model = self.model
+        embedding = model.denoiser.encode_style(model.normalize(batch["style"]) * mask[..., None], mask)
+        vector = model.denoiser.emotion_vector(
+            batch["emotion"], batch["level"], embedding, drop_label=coin(self.hparams.label_drop_prob) | unconditional,
+            drop_style=coin(self.hparams.style_clip_drop_prob) | unconditional | ~mask.any(1))
+        return model.conditions(dict(batch, init_known=~coin(self.hparams.init_drop_prob)), vector, context,
+                                context_mask)
+
     def diffusion_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        schedule = self._schedule()
-        x0 = self.normalize(batch["blendshapes"])
+        schedule = self.model.noise_schedule()
+        x0 = self.model.normalize(batch["blendshapes"])
         b = x0.shape[0]
         t = torch.randint(0, schedule.num_steps, (b,), device=self.device)
         noise = torch.randn_like(x0)
         x_t = q_sample(schedule, x0, t, noise)
         context, context_mask = self._training_context(x0)
-        drop = torch.rand(b, device=self.device) < self.hparams.cond_drop_prob
-        # Without its style clip now and then, so that a label alone (no reference clip) also conditions well.
-        no_clip = torch.rand(b, device=self.device) < self.hparams.style_clip_drop_prob
-        batch = dict(batch, style_mask=batch["style_mask"] & ~no_clip[:, None])
-        out = self.denoiser(x_t, t, self.conditions(batch, context, context_mask, drop))
+        out = self.model.denoiser(x_t, t, self._training_conditions(batch, context, context_mask))
         frames = batch["mask"] & ~context_mask
         kind = self.hparams.prediction
         target = prediction_target(kind, schedule, x0, t, noise)
@@ -124,65 +141,32 @@ class EmoDiff(L.LightningModule):
             # ZeRO-3 keeps only a shard of large parameters between steps: gather them, or the EMA sees nothing.
             import deepspeed
 
-            params = [*self.ema.parameters(), *self.denoiser.parameters()]
+            params = [*self.ema.parameters(), *self.model.parameters()]
             with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-                self.ema.update_parameters(self.denoiser)
+                self.ema.update_parameters(self.model)
             return
-        self.ema.update_parameters(self.denoiser)
+        self.ema.update_parameters(self.model)
 
-    # --- sampling ------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample_window(self, cond: dict[str, torch.Tensor], *, steps: int | None = None,
-                      guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                      use_ema: bool = True) -> torch.Tensor:
-        """One window in standardised space; `steps=0` runs full DDPM, otherwise DDIM with that many steps."""
-        net = self.ema.module if use_ema else self.denoiser
-        scale = self.hparams.guidance_scale if guidance_scale is None else guidance_scale
-        null = dict(cond, drop=torch.ones_like(cond["drop"]))
-        b, frames = cond["audio"].shape[:2]
-        shape = (b, frames, NUM_BLENDSHAPES)
-        fixed = (cond["context_mask"][..., None].expand(shape), cond["context"])
+    # --- style bank ----------------------------------------------------------------------------------------
+    def fill_style_bank(self) -> None:
+        """The EMA generator's style bank from the training clips (the first style window of each)."""
+        dataset = self.trainer.datamodule.datasets["train"]
+        frames = dataset.style_frames
+        clips = [torch.from_numpy(c.blendshapes[:frames]) for c in dataset.clips]
+        self.generator.fill_style_bank(clips, [EMOTION_INDEX[c.emotion] for c in dataset.clips],
+                                       [c.level for c in dataset.clips])
+        for name in ("bank_mean", "bank_exemplar", "bank_count"):
+            self.model.get_buffer(name).copy_(self.generator.get_buffer(name))
 
-        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return cfg_denoise(net, x_t, t, cond, null, scale)
-
-        steps = self.hparams.sample_steps if steps is None else steps
-        kind, schedule = self.hparams.prediction, self._schedule()
-        if steps == 0:
-            return ddpm_sample(denoise, schedule, shape, kind, generator=generator, x0_fixed=fixed)
-        return ddim_sample(denoise, schedule, shape, kind, steps, generator=generator, x0_fixed=fixed)
-
-    @torch.no_grad()
-    def generate(self, batch: dict[str, torch.Tensor], *, steps: int | None = None,
-                 guidance_scale: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Blendshapes (B, T, 52) for audio of any length T: overlapping windows, each continuing the previous
-        one's last `context_frames` frames (autoregressive), or independent windows from the initial expression."""
-        frames = batch["audio"].shape[1]
-        window, context_frames = self.hparams.generation_window, self.hparams.context_frames
-        autoregressive = self.hparams.autoregressive
-        hop = window - context_frames if autoregressive else window
-        out = batch["audio"].new_zeros(batch["audio"].shape[0], frames, NUM_BLENDSHAPES)
-        start = 0
-        while True:
-            stop = min(start + window, frames)
-            piece = dict(batch, audio=batch["audio"][:, start:stop])
-            context = context_mask = None
-            if autoregressive and start > 0:
-                context = out.new_zeros(out.shape[0], stop - start, NUM_BLENDSHAPES)
-                context[:, :context_frames] = out[:, start:start + context_frames]
-                context_mask = torch.zeros(out.shape[0], stop - start, dtype=torch.bool, device=out.device)
-                context_mask[:, :context_frames] = True
-                piece["init"] = self.denormalize(out[:, start])
-            cond = self.conditions(piece, context, context_mask)
-            out[:, start:stop] = self.sample_window(cond, steps=steps, guidance_scale=guidance_scale,
-                                                    generator=generator)
-            if stop == frames:
-                break
-            start += hop
-        return self.denormalize(out)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.generate(batch)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or "train" not in getattr(datamodule, "datasets", {}):
+            return  # saved outside a fit (e.g. DeepSpeed's own engine): no training clips to bank
+        self.fill_style_bank()
+        state = checkpoint["state_dict"]
+        for prefix, module in (("model.", self.model), ("ema.module.", self.generator)):
+            for name in ("bank_mean", "bank_exemplar", "bank_count"):
+                state[prefix + name] = module.get_buffer(name).detach().clone()
 
     # --- evaluation ----------------------------------------------------------------------------------------
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str, metrics: BlendshapeEvaluation) -> None:
@@ -206,4 +190,4 @@ class EmoDiff(L.LightningModule):
         self.test_metrics.log_epoch(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return optimizer_config("EmoDiff", self.optimizer_factory, self.scheduler_factory, self.denoiser.parameters())
+        return optimizer_config("EmoDiff", self.optimizer_factory, self.scheduler_factory, self.model.parameters())

@@ -191,7 +191,7 @@ def test_exported_checkpoint_equals_the_engine_weights(trained, tmp_path):
     engine_state = gathered_state(engine)
     weights = exported["state_dict"]
     assert set(weights) == set(engine_state)
-    trainable = {f"denoiser.{n}" for n, _ in engine.module.denoiser.named_parameters()}
+    trainable = {f"model.denoiser.{n}" for n, _ in engine.module.denoiser.named_parameters()}
     assert trainable and trainable <= set(weights)
     for name, tensor in engine_state.items():
         assert weights[name].dtype == tensor.dtype, name
@@ -201,7 +201,8 @@ def test_exported_checkpoint_equals_the_engine_weights(trained, tmp_path):
 
     fresh = hydra.utils.instantiate(trained["cfg"].model)
     fresh.load_state_dict(weights)  # strict: every key of the module, nothing else
-    assert torch.equal(fresh.bs_std, engine_state["bs_std"]) and not torch.equal(fresh.bs_std, torch.ones(52))
+    assert torch.equal(fresh.generator.bs_std, engine_state["ema.module.bs_std"])
+    assert not torch.equal(fresh.generator.bs_std, torch.ones(52))
     save_metadata(trained["cfg"], run_dir / "meta" / "attempt_0")  # what `dtl train` writes beside checkpoints
     loaded = load_trained_model(exported_path).model.state_dict()  # the checkpoint loader of `dtl generate`
     assert all(torch.equal(loaded[k], weights[k]) for k in weights)

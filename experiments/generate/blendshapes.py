@@ -1,8 +1,11 @@
-"""`dtl generate blendshapes`: audio + emotion (label and level, and optionally a style clip) -> Live Link Face CSV."""
+"""`dtl generate blendshapes`: audio + emotion (a label at a level or intensity, a mixture or a schedule; the style
+from the checkpoint's bank or a reference clip) -> Live Link Face CSV and its request metadata (JSON beside it)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
 
@@ -10,50 +13,74 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
-from dtl_foundation.media.audio import check_not_silent, load_audio
 from datamodules.blendshape_datamodule import resample_track
 from datamodules.corpus import load_track
 from datamodules.features import compute_features
-from dtl_foundation.mead import EMOTION_INDEX, EMOTIONS, levels_of
+from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.atomic_files import atomic_write_text
+from dtl_foundation.media.audio import check_not_silent, load_audio
+from lightning_modules.emotion_requests import (
+    mix_vector,
+    parse_emotion,
+    read_emotion_schedule,
+    schedule_vectors,
+)
+from lightning_modules.networks.emodiff_generator import STYLE_SOURCES
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 
+log = logging.getLogger(__name__)
+DEFAULT_STYLE_FROM = "bank"
+"""Label-only requests take their style from the checkpoint's style bank: the best of the three on held-out
+speakers (benchmarks/README.md, emotion control)."""
 
-def emotion_condition(emotion: str, level: int) -> tuple[int, int]:
-    if emotion not in EMOTION_INDEX:
-        raise ValueError(f"unknown emotion {emotion!r}; known: {', '.join(EMOTIONS)}")
-    if level not in levels_of(emotion):
-        raise ValueError(f"emotion {emotion!r} has levels {list(levels_of(emotion))}, not {level}")
-    return EMOTION_INDEX[emotion], level
+
+def style_source(style_from: str | None, style_path: Path | None) -> str:
+    """The style source a request uses: as asked, else the reference clip when one is given, else the bank."""
+    source = style_from or ("clip" if style_path is not None else DEFAULT_STYLE_FROM)
+    if source not in STYLE_SOURCES:
+        raise ValueError(f"style_from must be one of {', '.join(STYLE_SOURCES)}, not {source!r}")
+    if source == "clip" and style_path is None:
+        raise ValueError("--style-from clip needs a reference clip (--style FILE)")
+    return source
 
 
 def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, level: int, *,
                          style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
-                         seed: int = 0, refiner: TrainedModel | None = None) -> np.ndarray:
-    """(T, 52) blendshapes at the model's frame rate for one audio file; lip-refined when a refiner is given."""
-    emotion_index, level = emotion_condition(emotion, level)
+                         seed: int = 0, refiner: TrainedModel | None = None, style_from: str | None = None,
+                         intensity: float | None = None, schedule_path: Path | None = None) -> np.ndarray:
+    """(T, 52) blendshapes at the model's frame rate for one audio file; lip-refined when a refiner is given.
+
+    `emotion` is a name or a mixture (`happy:0.6,surprised:0.4`) at `level`, or at a continuous `intensity`;
+    `schedule_path` changes it over time instead. The style term comes from `style_from` (see style_source)."""
+    source = style_source(style_from, style_path)
+    mix = parse_emotion(emotion, level, intensity)
+    schedule = read_emotion_schedule(schedule_path, level) if schedule_path is not None else None
     wave = load_audio(audio_path, trained.features.sample_rate)
     check_not_silent(wave, audio_path)
     features = compute_features(wave, trained.fps, trained.features)
     audio = (features - trained.audio_mean) / trained.audio_std
-    model = trained.model
+    generator = trained.model.generator
+    device = generator.bs_mean.device
     style_frames = int(trained.cfg.data.style_frames)
-    style = torch.zeros(1, style_frames, 52)
-    style_mask = torch.zeros(1, style_frames, dtype=torch.bool)
-    init = model.denormalize(torch.zeros(1, 52))  # the corpus mean expression
-    if style_path is not None:
+    style = torch.zeros(1, style_frames, 52, device=device)
+    style_mask = torch.zeros(1, style_frames, dtype=torch.bool, device=device)
+    init = generator.denormalize(torch.zeros(1, 52, device=device))  # unused while init_known is False
+    init_known = torch.zeros(1, dtype=torch.bool, device=device)
+    if source == "clip":
         track, track_fps = load_track(style_path, csv_fps=60.0, npy_fps=trained.fps)
         track = resample_track(track, track_fps, trained.fps) if track_fps != trained.fps else track
         n = min(len(track), style_frames)
-        style[0, :n] = torch.from_numpy(track[:n])
+        style[0, :n] = torch.from_numpy(track[:n]).to(device)
         style_mask[0, :n] = True
-        init = torch.from_numpy(track[:1])
-    device = next(model.parameters()).device
-    batch = {"audio": torch.from_numpy(audio)[None], "style": style, "style_mask": style_mask,
-             "emotion": torch.tensor([emotion_index]), "level": torch.tensor([level]), "init": init}
-    batch = {k: v.to(device) for k, v in batch.items()}
-    generator = torch.Generator(device=device).manual_seed(seed)
-    track = model.generate(batch, steps=steps, guidance_scale=guidance, generator=generator)
+        init, init_known = torch.from_numpy(track[:1]).to(device), ~init_known
+    options = dict(style_from=source, style=style, style_mask=style_mask)
+    frames = len(audio)
+    vector = (schedule_vectors(generator, schedule, frames, trained.fps, **options) if schedule is not None
+              else mix_vector(generator, mix, **options))
+    batch = {"audio": torch.from_numpy(audio)[None].to(device), "init": init, "init_known": init_known,
+             "emotion_vector": vector}
+    rng = torch.Generator(device=device).manual_seed(seed)
+    track = generator.generate(batch, steps=steps, guidance_scale=guidance, generator=rng)
     if refiner is not None:
         if refiner.features != trained.features or not np.allclose(refiner.audio_mean, trained.audio_mean, atol=1e-4):
             raise ValueError(f"{refiner.checkpoint}: the lip refiner was trained on other audio features than "
@@ -62,6 +89,53 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, 
             track = refiner.model.refine(track, batch["audio"], torch.ones(track.shape[:2], dtype=torch.bool,
                                                                              device=device))
     return track[0].cpu().numpy()
+
+
+def request_metadata(trained: TrainedModel, ns: argparse.Namespace, audio_path: Path) -> dict:
+    """What produced a take, written beside its CSV (Live Link CSVs have no room for it)."""
+    style_path = Path(ns.style) if ns.style else None
+    return {"audio": str(audio_path), "checkpoint": str(trained.checkpoint), "emotion": ns.emotion,
+            "level": ns.level, "intensity": ns.intensity, "emotion_schedule": ns.emotion_schedule,
+            "resolved_emotion": parse_emotion(ns.emotion, ns.level, ns.intensity).describe(),
+            "style_from": style_source(ns.style_from, style_path), "style": ns.style,
+            "guidance": ns.guidance if ns.guidance is not None else trained.model.generator.guidance_scale,
+            "steps": ns.steps if ns.steps is not None else trained.model.generator.sample_steps, "seed": ns.seed}
+
+
+def write_metadata(csv_path: Path, metadata: dict) -> Path:
+    path = csv_path.with_suffix(".json")
+    atomic_write_text(path, json.dumps(metadata, indent=1) + "\n")
+    return path
+
+
+def emotion_argument(text: str) -> str:
+    try:
+        parse_emotion(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_emotion_arguments(parser: argparse.ArgumentParser) -> None:
+    """--emotion, --level, --intensity, --emotion-schedule, --style, --style-from: shared by blendshapes and video."""
+    parser.add_argument("--emotion", required=True, type=emotion_argument,
+                        help="an emotion, or a mixture such as happy:0.6,surprised:0.4")
+    parser.add_argument("--level", type=int, default=3, help="intensity level 1-3 (neutral has 1 only)")
+    parser.add_argument("--intensity", type=float, default=None,
+                        help="continuous intensity 0 (neutral) .. 1 (top level), instead of --level")
+    parser.add_argument("--emotion-schedule", help="a file of `SECONDS EMOTION` lines: the emotion over time")
+    parser.add_argument("--style", help="a reference expression clip (.npy or Live Link CSV) of any content")
+    parser.add_argument("--style-from", choices=STYLE_SOURCES, default=None,
+                        help=f"the style term: the checkpoint's style bank, none (label), or --style's clip "
+                             f"(default: clip when --style is given, else {DEFAULT_STYLE_FROM})")
+
+
+def take_name(ns: argparse.Namespace) -> str:
+    """<emotion>_level_<L> (or _intensity_<x>, or _schedule) for a take's file names; mixtures joined by '+'."""
+    emotion = "+".join(part.partition(":")[0] for part in ns.emotion.split(","))
+    if ns.emotion_schedule:
+        return f"{emotion}_schedule"
+    return f"{emotion}_intensity_{ns.intensity:g}" if ns.intensity is not None else f"{emotion}_level_{ns.level}"
 
 
 def cmd_blendshapes(ns: argparse.Namespace) -> int:
@@ -76,15 +150,18 @@ def cmd_blendshapes(ns: argparse.Namespace) -> int:
         try:
             track = generate_blendshapes(trained, audio_path, ns.emotion, ns.level,
                                          style_path=Path(ns.style) if ns.style else None, steps=ns.steps,
-                                         guidance=ns.guidance, seed=ns.seed, refiner=refiner)
-        except ValueError as e:  # bad input for this file: report and go on with the others
+                                         guidance=ns.guidance, seed=ns.seed, refiner=refiner,
+                                         style_from=ns.style_from, intensity=ns.intensity,
+                                         schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
+        except (ValueError, FileNotFoundError) as e:  # bad input for this file: report, go on with the others
             print(f"dtl generate: {e}", file=sys.stderr)
             failures += 1
             continue
         if ns.fps != trained.fps:
             track = resample_track(track, trained.fps, ns.fps)
-        out = out_dir / f"{audio_path.stem}_{ns.emotion}_level_{ns.level}.csv"
+        out = out_dir / f"{audio_path.stem}_{take_name(ns)}.csv"
         write_live_link_csv(out, LiveLinkTrack(blendshapes=track, fps=ns.fps))
+        write_metadata(out, request_metadata(trained, ns, audio_path))
         print(f"{audio_path} -> {out} ({len(track)} frames at {ns.fps:g} fps)")
     return 1 if failures else 0
 
@@ -95,9 +172,7 @@ def add_parser(sub) -> None:
     bs.add_argument("--refiner", help="a lip-refinement run directory or checkpoint applied to EmoDiff's output")
     bs.add_argument("--audio", nargs="*", default=[], help="audio files (wav, flac, m4a, mp3)")
     bs.add_argument("--audio-list", help="a text file with one audio path a line")
-    bs.add_argument("--emotion", required=True, choices=EMOTIONS)
-    bs.add_argument("--level", type=int, default=3)
-    bs.add_argument("--style", help="a reference expression clip (.npy or Live Link CSV) of any content")
+    add_emotion_arguments(bs)
     bs.add_argument("--fps", type=float, default=30.0, choices=[25.0, 30.0, 60.0])
     bs.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
     bs.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")

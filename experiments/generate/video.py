@@ -18,20 +18,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from datamodules.talking_video_datamodule import crop_video_frames
 from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.media.audio import AudioError
-from dtl_foundation.mead import EMOTIONS
-from datamodules.talking_video_datamodule import crop_video_frames
-from experiments.generate.blendshapes import generate_blendshapes
-from lightning_modules.trained_model import TrainedModel, load_trained_model
+from dtl_foundation.media.portrait import (
+    CropBox,
+    PortraitError,
+    crop,
+    crop_box_from_landmarks,
+    find_face,
+    load_portrait,
+    paste_back,
+)
+from dtl_foundation.media.video_write import VideoError, write_video
+from experiments.generate.blendshapes import (
+    add_emotion_arguments,
+    generate_blendshapes,
+    request_metadata,
+    take_name,
+    write_metadata,
+)
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
+from lightning_modules.trained_model import TrainedModel, load_trained_model
 from rendering.default_rig import default_rig
 from rendering.frame_strip import FrameStrip
 from rendering.gl_renderer import FaceRenderer
 from rendering.motion_transfer import MotionTransfer
-from dtl_foundation.media.portrait import (CropBox, PortraitError, crop, crop_box_from_landmarks, find_face, load_portrait,
-                                paste_back)
-from dtl_foundation.media.video_write import VideoError, write_video
 from rendering.warp.renderer import WarpRenderer
 
 AVATAR_SIZE = 256
@@ -74,14 +86,15 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
                    emotion: str, level: int, out_dir: Path, *, refiner: TrainedModel | None = None,
                    style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                    seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
-                   stem: str | None = None, side_dir: Path | None = None) -> dict:
+                   stem: str | None = None, side_dir: Path | None = None, **emotion_request) -> dict:
     """Write <stem>.mp4 and <stem>_strip.png (6 frames, face-cropped) under out_dir and <stem>{_avatar.mp4,
     _arkit.csv} under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
-    their paths and timings."""
+    their paths and timings. `emotion_request`: the style_from, intensity and schedule_path options of
+    generate_blendshapes."""
     timings = {}
     start = time.perf_counter()
     track = generate_blendshapes(trained, audio_path, emotion, level, style_path=style_path, steps=steps,
-                                 guidance=guidance, seed=seed, refiner=refiner)
+                                 guidance=guidance, seed=seed, refiner=refiner, **emotion_request)
     timings["blendshapes_s"] = time.perf_counter() - start
     fps = trained.fps
     stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
@@ -153,8 +166,12 @@ def cmd_video(ns: argparse.Namespace) -> int:
             result = generate_video(trained, renderer, portrait, audio_path, ns.emotion, ns.level, out_dir,
                                     refiner=refiner, style_path=Path(ns.style) if ns.style else None,
                                     steps=ns.steps, guidance=ns.guidance, seed=ns.seed,
-                                    adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size)
-        except (AudioError, VideoError, PortraitError, ValueError) as e:  # this file only: report, go on
+                                    adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size,
+                                    stem=f"{audio_path.stem}_{take_name(ns)}", style_from=ns.style_from,
+                                    intensity=ns.intensity,
+                                    schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
+            write_metadata(result["paths"]["arkit"], request_metadata(trained, ns, audio_path))
+        except (AudioError, VideoError, PortraitError, ValueError, FileNotFoundError) as e:  # this file: report, go on
             print(f"dtl generate video: {e}", file=sys.stderr)
             failures += 1
             continue
@@ -172,9 +189,7 @@ def add_parser(sub) -> None:
     video.add_argument("--audio", nargs="*", default=[], help="speech files (wav, flac, m4a, mp3)")
     video.add_argument("--audio-list", help="a text file with one audio path a line")
     video.add_argument("--audio-dir", help="a folder of audio files")
-    video.add_argument("--emotion", required=True, choices=EMOTIONS)
-    video.add_argument("--level", type=int, default=3)
-    video.add_argument("--style", help="a reference expression clip (.npy or Live Link CSV) of any content")
+    add_emotion_arguments(video)
     video.add_argument("--checkpoint", required=True, help="an EmoDiff run directory or checkpoint")
     video.add_argument("--refiner", help="a lip-refinement run directory or checkpoint")
     video.add_argument("--renderer", default=WarpRenderer.name,

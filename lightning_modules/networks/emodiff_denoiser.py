@@ -1,4 +1,4 @@
-"""EmoDiff's denoiser: a transformer over frames conditioned on audio, emotion style, initial state and time."""
+"""EmoDiff's denoiser: a transformer over frames whose every layer is modulated (AdaLN) by time and emotion."""
 
 from __future__ import annotations
 
@@ -36,13 +36,38 @@ class StyleEncoder(nn.Module):
         return (h * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
+class AdaLNBlock(nn.Module):
+    """Pre-norm transformer layer whose norms are shifted, scaled and gated per frame by a condition vector
+    (adaLN-Zero, Peebles & Xie 2023 sec. 3.2): the condition acts on every layer and cannot be attended away."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h (B, T, dim); c (B, T, dim) or (B, 1, dim)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=-1)
+        x = self.norm1(h) * (1 + scale1) + shift1
+        h = h + gate1 * self.attn(x, x, x, need_weights=False)[0]
+        x = self.norm2(h) * (1 + scale2) + shift2
+        return h + gate2 * self.mlp(x)
+
+
 class EmoDiffDenoiser(nn.Module):
     """Predicts the clean sequence (or eps / v) from x_t, the diffusion step and the conditions.
 
-    Conditions (a dict, batch first): audio (B,T,C); style (B,S,52) + style_mask, or emotion/level labels;
-    init (B,52) the first frame's expression; context (B,T,52) + context_mask (B,T) frames already known
-    (the previous window's tail, for autoregression); drop (B,) True where the style/emotion condition is
-    replaced by learned null embeddings (classifier-free guidance).
+    Conditions (a dict, batch first): audio (B,T,C); emotion_vector (B,dim) or (B,T,dim) from `emotion_vector`;
+    init (B,52) the first frame's expression and init_known (B,) whether it is given; context (B,T,52) +
+    context_mask (B,T) frames already known (the previous window's tail, for autoregression).
+    The emotion vector is the sum of a label term (emotion + level embeddings) and a style term (the style
+    encoder's vector of a reference clip, or a bank entry); each term has its own learned null, used when it is
+    dropped (training) or absent, and both nulls together are the unconditional model of classifier-free guidance.
     """
 
     def __init__(self, audio_dim: int, dim: int = 128, layers: int = 4, heads: int = 4, dropout: float = 0.1,
@@ -58,32 +83,55 @@ class EmoDiffDenoiser(nn.Module):
         self.audio_in = nn.Sequential(nn.Linear(audio_dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.init_in = nn.Linear(NUM_BLENDSHAPES, dim)
+        self.null_init = nn.Parameter(torch.zeros(dim))
         self.style_encoder = StyleEncoder(dim) if style_source in ("clip", "both") else None
         self.emotion = nn.Embedding(NUM_EMOTIONS, dim) if style_source in ("label", "both") else None
         self.level = nn.Embedding(max_level + 1, dim) if style_source in ("label", "both") else None
+        self.null_label = nn.Parameter(torch.zeros(dim))
         self.null_style = nn.Parameter(torch.zeros(dim))
+        self.condition_norm = nn.LayerNorm(dim)
         self.learned_positions = nn.Parameter(torch.zeros(max_frames, dim)) if positional == "learned" else None
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=dropout, batch_first=True, norm_first=True)
-        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.out_norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(AdaLNBlock(dim, heads, dropout) for _ in range(layers))
+        self.out_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.out_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.out = nn.Linear(dim, NUM_BLENDSHAPES)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        for layer in (self.out_modulation[1], self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
-    def style_vector(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = []
-        if self.style_encoder is not None:
-            parts.append(self.style_encoder(cond["style"], cond["style_mask"]))
+    def encode_style(self, style: torch.Tensor, style_mask: torch.Tensor) -> torch.Tensor:
+        """(B, dim) style-encoder vectors of reference clips (already standardised); rows without frames give 0."""
+        if self.style_encoder is None:
+            return style.new_zeros(style.shape[0], self.dim)
+        return self.style_encoder(style, style_mask)
+
+    def emotion_vector(self, emotion: torch.Tensor, level: torch.Tensor, style_embedding: torch.Tensor | None,
+                       *, drop_label: torch.Tensor | None = None,
+                       drop_style: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, dim): label term + style term. `style_embedding` (B, dim) or None for none; a dropped (True) or
+        missing part takes its learned null."""
+        b = emotion.shape[0]
+        null_label = self.null_label.expand(b, -1)
         if self.emotion is not None:
-            parts.append(self.emotion(cond["emotion"]) + self.level(cond["level"]))
-        style = torch.stack(parts).sum(0)
-        drop = cond.get("drop")
-        if drop is not None:
-            style = torch.where(drop[:, None], self.null_style.to(style.dtype).expand_as(style), style)
-        return style
+            label = self.emotion(emotion) + self.level(level)
+            if drop_label is not None:
+                label = torch.where(drop_label[:, None], null_label, label)
+        else:
+            label = null_label
+        null_style = self.null_style.expand(b, -1)
+        if style_embedding is None or self.style_encoder is None:
+            style = null_style
+        else:
+            style = style_embedding if drop_style is None else torch.where(drop_style[:, None], null_style,
+                                                                           style_embedding)
+        return label + style
+
+    def null_vector(self, batch: int) -> torch.Tensor:
+        """(B, dim): the unconditional emotion vector (both terms dropped), for classifier-free guidance."""
+        return (self.null_label + self.null_style).expand(batch, -1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch, frames, _ = x_t.shape
+        frames = x_t.shape[1]
         context_mask = cond["context_mask"].to(x_t.dtype)[..., None]
         h = self.frames_in(torch.cat([x_t, cond["context"] * context_mask, context_mask], dim=-1))
         h = h + self.audio_in(cond["audio"])
@@ -91,7 +139,15 @@ class EmoDiffDenoiser(nn.Module):
             h = h + sinusoidal_embedding(torch.arange(frames, device=h.device), self.dim).to(h.dtype)
         elif self.positional == "learned":
             h = h + self.learned_positions[:frames].to(h.dtype)
-        tokens = torch.stack([self.time_mlp(sinusoidal_embedding(t, self.dim).to(h.dtype)),
-                              self.style_vector(cond), self.init_in(cond["init"])], dim=1)
-        h = self.transformer(torch.cat([tokens, h], dim=1))[:, tokens.shape[1]:]
-        return self.out(self.out_norm(h))
+        init = self.init_in(cond["init"])
+        known = cond.get("init_known")
+        if known is not None:
+            init = torch.where(known[:, None], init, self.null_init.to(init.dtype).expand_as(init))
+        emotion = cond["emotion_vector"].to(h.dtype)
+        emotion = emotion[:, None] if emotion.ndim == 2 else emotion
+        c = self.condition_norm(emotion) + (self.time_mlp(sinusoidal_embedding(t, self.dim).to(h.dtype))
+                                            + init)[:, None]
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.out_modulation(c).chunk(2, dim=-1)
+        return self.out(self.out_norm(h) * (1 + scale) + shift)

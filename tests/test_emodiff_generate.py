@@ -1,0 +1,125 @@
+"""EmoDiffGenerator.generate's windowing and context, with a seeded tiny denoiser (fast; no training, no corpus)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_modules.networks.emodiff_denoiser import EmoDiffDenoiser
+from lightning_modules.networks.emodiff_generator import EmoDiffGenerator
+
+AUDIO_DIM, DIM, WINDOW, CONTEXT = 6, 16, 32, 8
+
+
+class Recording(nn.Module):
+    """A real tiny denoiser that records the conditions of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = EmoDiffDenoiser(AUDIO_DIM, dim=DIM, layers=1, heads=2, dropout=0.0)
+        for p in self.net.parameters():  # the zero-initialised heads would make every output the mean
+            nn.init.normal_(p, std=0.1)
+        self.dim, self.calls = DIM, []
+
+    def forward(self, x_t, t, cond):
+        self.calls.append({k: v.clone() for k, v in cond.items()})
+        return self.net(x_t, t, cond)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.net, name)
+
+
+def generator(autoregressive: bool = True) -> EmoDiffGenerator:
+    g = EmoDiffGenerator(Recording(), diffusion_steps=50, autoregressive=autoregressive, context_frames=CONTEXT,
+                         sample_steps=3, guidance_scale=1.0, generation_window=WINDOW)
+    g.bs_mean.fill_(0.3)
+    g.bs_std.fill_(0.05)
+    return g.eval()
+
+
+def request(frames: int, per_frame: bool = False) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    vector = torch.randn(1, frames, DIM) if per_frame else torch.randn(1, DIM)
+    return {"audio": torch.randn(1, frames, AUDIO_DIM), "init": torch.full((1, 52), 0.3),
+            "init_known": torch.tensor([False]), "emotion_vector": vector}
+
+
+def windows(g: EmoDiffGenerator) -> list[dict]:
+    """The first call of each window (3 DDIM steps a window)."""
+    return g.denoiser.calls[::3]
+
+
+def test_autoregressive_windows_overlap_by_the_context_and_continue_it():
+    g, frames = generator(), 80
+    batch = request(frames, per_frame=True)
+    out = g.generate(batch, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, frames, 52)
+    starts = [0, WINDOW - CONTEXT, 2 * (WINDOW - CONTEXT)]  # 0, 24, 48 -> the last window is [48, 80)
+    calls = windows(g)
+    assert [c["audio"].shape[1] for c in calls] == [WINDOW, WINDOW, frames - starts[2]]
+    normalised = g.normalize(out)
+    for start, call in zip(starts, calls):
+        assert torch.equal(call["audio"], batch["audio"][:, start:start + call["audio"].shape[1]])
+        assert torch.equal(call["emotion_vector"], batch["emotion_vector"][:, start:start + call["audio"].shape[1]])
+        if start == 0:
+            assert not call["context_mask"].any() and not call["init_known"].any()
+            continue
+        assert call["context_mask"][0, :CONTEXT].all() and not call["context_mask"][0, CONTEXT:].any()
+        # The context is the output already generated at those frames (before the output's clamp to [0, 1]);
+        # the initial state its first frame.
+        inside = (out[:, start:start + CONTEXT] > 0) & (out[:, start:start + CONTEXT] < 1)
+        assert inside.float().mean() > 0.5
+        torch.testing.assert_close(call["context"][:, :CONTEXT][inside], normalised[:, start:start + CONTEXT][inside],
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(call["init"], normalised[:, start], atol=1e-5, rtol=0)
+        assert call["init_known"].all()
+
+
+def test_independent_windows_without_autoregression():
+    g, frames = generator(autoregressive=False), 80
+    g.generate(request(frames), generator=torch.Generator().manual_seed(0))
+    calls = windows(g)
+    assert [c["audio"].shape[1] for c in calls] == [WINDOW, WINDOW, frames - 2 * WINDOW]
+    assert not any(c["context_mask"].any() for c in calls)
+    assert not any(c["init_known"].any() for c in calls)
+
+
+def test_one_window_is_the_sampler_on_the_request_and_seeded():
+    g = generator()
+    batch = request(WINDOW)
+    a = g.generate(batch, generator=torch.Generator().manual_seed(3))
+    cond = g.conditions(batch, batch["emotion_vector"])
+    b = g.denormalize(g.sample_window(cond, generator=torch.Generator().manual_seed(3)))
+    c = g.generate(batch, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.allclose(a, g.denormalize(torch.zeros_like(a)))  # the tiny denoiser's output, not the mean
+
+
+def test_guidance_calls_the_null_condition_in_the_same_batch():
+    g = generator()
+    batch = request(WINDOW)
+    g.generate(batch, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    call = g.denoiser.calls[0]
+    assert call["audio"].shape[0] == 2  # [conditional; unconditional]
+    torch.testing.assert_close(call["emotion_vector"][1], g.denoiser.null_vector(1)[0])
+    torch.testing.assert_close(call["emotion_vector"][0], batch["emotion_vector"][0])
+
+
+def test_style_bank_keeps_mean_and_nearest_exemplars_and_names_missing_entries():
+    g = generator()
+    torch.manual_seed(2)
+    clips = [torch.rand(20, 52) for _ in range(6)]
+    g.fill_style_bank(clips, emotions=[4, 4, 4, 4, 4, 6], levels=[3, 3, 3, 3, 3, 1])
+    assert g.bank_count[4, 3] == 5 and g.bank_count[6, 1] == 1 and g.bank_count.sum() == 6
+    vectors = torch.stack([g.denoiser.encode_style(g.normalize(c)[None], torch.ones(1, 20, dtype=torch.bool))[0]
+                           for c in clips[:5]])
+    torch.testing.assert_close(g.bank_mean[4, 3], vectors.mean(0), atol=1e-5, rtol=0)
+    distances = (vectors - vectors.mean(0)).norm(dim=1)
+    torch.testing.assert_close(g.bank_exemplar[4, 3, 0], vectors[distances.argmin()], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"no entry for \(emotion, level\) \[\(0, 2\)\]"):
+        g.bank_style(torch.tensor([0]), torch.tensor([2]))
