@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.evaluation_inputs import EvaluationInputError, VideoPair, match_videos
-from experiments.evaluation_metrics import METRIC_GROUPS, DecodedPair, EvalOptions, build_scorers
+from experiments.evaluation_metrics import METRIC_GROUPS, DecodedPair, EvalOptions, build_scorers, sample_index
+from experiments.evaluation_validity import as_json, check_video, not_valid_numbers, scorer_validity, set_validity
 from experiments.evaluation_report import log_to_wandb, write_outputs
 from metrics.video_io import VideoReadError, read_video
 
@@ -35,6 +36,8 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
     seconds: dict[str, float] = defaultdict(float)
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
+    face_check = _face_check(options, plan.notes)
+    validity, checks = {}, {}
     for pair in tqdm(pairs, desc="dtl eval", unit="video", disable=not progress):
         row: dict[str, Any] = {"video": pair.name, "generated": str(pair.generated),
                                "reference": str(pair.reference) if pair.reference else "",
@@ -43,6 +46,12 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
             start = time.perf_counter()
             item = _decode(pair)
             seconds["decode"] += time.perf_counter() - start
+            check, verdicts = None, {}
+            if face_check is not None:
+                start = time.perf_counter()
+                frames = item.generated.frames
+                check = check_video(face_check, frames, sample_index(len(frames), options.sample_frames))
+                seconds["face_check"] += time.perf_counter() - start
             for scorer in plan.scorers:
                 start = time.perf_counter()
                 try:
@@ -52,12 +61,17 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
                         raise
                     raise ValueError(f"{pair.generated}: {scorer.group}: {e}") from e
                 seconds[scorer.group] += time.perf_counter() - start
+                verdicts[scorer.group] = scorer_validity(scorer, check)
         except (VideoReadError, ValueError) as e:
             if on_error == "fail":
                 raise
             failed[str(pair.generated)] = str(e)
             continue
+        row.update({f"{group}_valid": verdict.valid for group, verdict in verdicts.items()})
         rows.append(row)
+        validity[pair.name] = verdicts
+        if check is not None:
+            checks[pair.name] = check.summary()
     metrics, counts = _means(rows)
     for scorer in plan.scorers:
         start = time.perf_counter()
@@ -65,9 +79,26 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
         seconds[scorer.group] += time.perf_counter() - start
         metrics.update(finished)
         counts.update({k: len(rows) for k in finished})
-    return {"generated": str(generated), "reference": str(reference) if reference is not None else None,
+    result = {"generated": str(generated), "reference": str(reference) if reference is not None else None,
             "metrics": metrics, "counts": counts, "per_video": rows, "skipped": plan.skipped, "notes": plan.notes,
+            "validity": as_json(validity, {s.group: set_validity(validity, s.group) for s in plan.scorers}, checks),
             "failed": failed, "seconds": dict(seconds), "options": _options_dict(options)}
+    result["not_valid"] = not_valid_numbers(result)
+    return result
+
+
+def _face_check(options: EvalOptions, notes: dict[str, str]):
+    """metrics.face_check's FaceCheck, or None (and a note) when facenet-pytorch is not installed."""
+    from metrics.face_check import MIN_IOU, MIN_MTCNN_PROBABILITY, FaceCheck
+
+    try:
+        check = FaceCheck(device=options.device)
+    except ImportError as e:
+        notes["face_check"] = f"not done: {e}"
+        return None
+    notes["face_check"] = (f"dlib's face confirmed by facenet-pytorch's MTCNN (probability >= "
+                           f"{MIN_MTCNN_PROBABILITY}, IoU >= {MIN_IOU}) on the frames the face metrics score")
+    return check
 
 
 def _decode(pair: VideoPair) -> DecodedPair:
@@ -140,6 +171,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--identity-backbone", default="dlib", choices=("dlib", "arcface"))
     parser.add_argument("--arcface-weights", type=Path)
     parser.add_argument("--arcface-sha256")
+    parser.add_argument("--identity-threshold", type=float,
+                        help="ArcFace's same-person rule: cosine >= this (dlib's is built in: distance < 0.6)")
     parser.add_argument("--device", default="cpu", help="torch device for SyncNet, FID, LPIPS and the trained judges")
     parser.add_argument("--on-error", default="fail", choices=("fail", "skip"),
                         help="fail at the first unreadable video (default), or skip it and list it in the output")
@@ -156,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                           emotion_classifier=args.emotion_classifier, fid_frames=args.fid_frames,
                           sample_frames=args.sample_frames, lpips_net=args.lpips_net,
                           identity_backbone=args.identity_backbone, arcface_weights=args.arcface_weights,
-                          arcface_sha256=args.arcface_sha256, face_stride=max(args.face_stride, 1),
+                          arcface_sha256=args.arcface_sha256, identity_threshold=args.identity_threshold,
+                          face_stride=max(args.face_stride, 1),
                           device=args.device)
     if args.checkpoint is None and (args.renderer or args.refiner):
         print("dtl eval: error: --renderer and --refiner need --checkpoint (the EmoDiff run to generate with)",

@@ -13,6 +13,7 @@ from typing import Any
 
 from datamodules.io_utils import atomic_write_text
 from experiments.evaluation_metrics import GOALS
+from experiments.evaluation_validity import not_valid_numbers, validity_cells
 
 
 def table_cell(value: Any) -> Any:
@@ -43,10 +44,19 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [f"# dtl eval: {result['generated']}", ""]
     if result.get("reference"):
         lines += [f"Reference: {result['reference']}", ""]
-    lines += ["| metric | value | better | videos |", "|---|---|---|---|"]
+    lines += ["| metric | value | better | videos | valid | frames scored | face check |",
+              "|---|---|---|---|---|---|---|"]
+    flagged = not_valid_numbers(result)
     for name, value in result["metrics"].items():
         goal = {"max": "higher", "min": "lower"}.get(GOALS.get(name, ""), "")
-        lines.append(f"| {name} | {format_number(value)} | {goal} | {result['counts'].get(name, '')} |")
+        shown = f"~~{format_number(value)}~~ not valid" if name in flagged else format_number(value)
+        lines.append(f"| {name} | {shown} | {goal} | {result['counts'].get(name, '')} | "
+                     + " | ".join(validity_cells(result, name)) + " |")
+    invalid = [(video, group, verdict["why"]) for video, groups in result.get("validity", {}).get("per_video", {}).items()
+               for group, verdict in groups.items() if not verdict["valid"]]
+    if invalid:
+        lines += ["", "Not valid, per video:", ""]
+        lines += [f"- {video}: **{group}**: {why}" for video, group, why in invalid]
     if result["skipped"]:
         lines += ["", "Not computed:", ""]
         lines += [f"- **{group}**: {reason}" for group, reason in result["skipped"].items()]
@@ -92,7 +102,10 @@ def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, proje
     try:
         for metric, goal in GOALS.items():
             run.define_metric(f"eval/{metric}", summary=goal)
-        numbers = {f"eval/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+        flagged = not_valid_numbers(result)
+        # a number that is not valid is kept under eval/not_valid/, never as the eval/<metric> headline
+        numbers = {f"eval/not_valid/{k}" if k in flagged else f"eval/{k}": v for k, v in result["metrics"].items()
+                   if isinstance(v, (int, float))}
         rows = result["per_video"]
         columns = sorted({k for row in rows for k in row})
         # a number W&B cannot hold (NaN: not scorable for that video) is an empty cell, not a string in a number column
@@ -100,6 +113,11 @@ def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, proje
         run.log({**numbers, "eval/per_video": table})
         for group_name, reason in result["skipped"].items():
             run.summary[f"eval/skipped/{group_name}"] = reason
+        for group_name, verdict in result.get("validity", {}).get("overall", {}).items():
+            run.summary[f"eval/valid/{group_name}"] = int(verdict["valid"])
+            run.summary[f"eval/frames_scored/{group_name}"] = verdict["scored"] / max(verdict["frames"], 1)
+            if not verdict["valid"]:
+                run.summary[f"eval/validity/{group_name}"] = verdict["why"]
         return run.dir
     finally:
         run.finish()
