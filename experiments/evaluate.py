@@ -174,6 +174,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--identity-threshold", type=float,
                         help="ArcFace's same-person rule: cosine >= this (dlib's is built in: distance < 0.6)")
     parser.add_argument("--device", default="cpu", help="torch device for SyncNet, FID, LPIPS and the trained judges")
+    parser.add_argument("--controls", action="store_true",
+                        help="also write control videos made from the first reference (or the portrait) - faithful, "
+                        "blob, another person, frozen, speech 5 and 15 frames late, noisy - to OUT/controls and score "
+                        "them with the same options, beside your videos")
     parser.add_argument("--on-error", default="fail", choices=("fail", "skip"),
                         help="fail at the first unreadable video (default), or skip it and list it in the output")
     return parser.parse_args(argv)
@@ -217,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or generated.resolve().parent / f"eval_{generated.resolve().stem}"
     try:
         result = evaluate(generated, reference, options, on_error=args.on_error)
+        if args.controls:
+            from experiments.evaluation_controls import run_controls
+
+            result["controls"] = run_controls(
+                match_videos(generated, reference), out, options.portrait,
+                lambda folder: evaluate(folder, reference, options, on_error=args.on_error, progress=False))
     except (EvaluationInputError, VideoReadError, ValueError, FileNotFoundError) as e:
         print(f"dtl eval: error: {e}", file=sys.stderr)
         return 1

@@ -57,6 +57,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     if invalid:
         lines += ["", "Not valid, per video:", ""]
         lines += [f"- {video}: **{group}**: {why}" for video, group, why in invalid]
+    if result.get("controls"):
+        lines += ["", *controls_table(result)]
     if result["skipped"]:
         lines += ["", "Not computed:", ""]
         lines += [f"- **{group}**: {reason}" for group, reason in result["skipped"].items()]
@@ -66,6 +68,33 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines += ["", "| metric | seconds |", "|---|---|"]
     lines += [f"| {group} | {seconds:.2f} |" for group, seconds in result["seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def controls_table(result: dict[str, Any]) -> list[str]:
+    """Your videos' numbers beside the controls' (experiments.evaluation_controls); ~~struck~~: not valid."""
+    controls = result["controls"]
+    names = list(controls)
+    lines = ["Controls, made from your data: each metric must separate `faithful` from the controls it is meant to "
+             "catch (docs/evaluation.md lists them); ~~struck~~: not valid", "",
+             "| metric | better | your videos | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+
+    def cell(values: dict[str, Any], flagged: dict[str, str], name: str) -> str:
+        if name not in values:
+            return ""
+        text = format_number(values[name])
+        return f"~~{text}~~" if name in flagged else text
+
+    for name in result["metrics"]:
+        goal = {"max": "higher", "min": "lower"}.get(GOALS.get(name, ""), "")
+        row = [cell(result["metrics"], result.get("not_valid", {}), name)]
+        row += [cell(controls[c]["metrics"], controls[c]["not_valid"], name) for c in names]
+        lines.append(f"| {name} | {goal} | " + " | ".join(row) + " |")
+    predicted = {c: ", ".join(str(r.get("emotion_predicted", "")) for r in controls[c]["per_video"]) for c in names}
+    if any(predicted.values()):
+        lines.append("| emotion_predicted | | " + ", ".join(str(r.get("emotion_predicted", ""))
+                                                       for r in result["per_video"]) + " | "
+                     + " | ".join(predicted[c] for c in names) + " |")
+    return lines
 
 
 def per_video_csv(rows: list[dict[str, Any]]) -> str:
@@ -110,7 +139,12 @@ def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, proje
         columns = sorted({k for row in rows for k in row})
         # a number W&B cannot hold (NaN: not scorable for that video) is an empty cell, not a string in a number column
         table = wandb.Table(columns=columns, data=[[table_cell(row.get(c)) for c in columns] for row in rows])
-        run.log({**numbers, "eval/per_video": table})
+        logged = {**numbers, "eval/per_video": table}
+        if result.get("controls"):
+            rows = [[control, metric, table_cell(value), metric not in entry["not_valid"]]
+                    for control, entry in result["controls"].items() for metric, value in entry["metrics"].items()]
+            logged["eval/controls"] = wandb.Table(columns=["control", "metric", "value", "valid"], data=rows)
+        run.log(logged)
         for group_name, reason in result["skipped"].items():
             run.summary[f"eval/skipped/{group_name}"] = reason
         for group_name, verdict in result.get("validity", {}).get("overall", {}).items():
