@@ -49,7 +49,7 @@ def combine(per_video: list[Validity]) -> Validity:
     if not per_video:
         return Validity(0, 0, 0, 0, valid=False, why="no video scored")
     invalid = [v for v in per_video if not v.valid]
-    why = f"{len(invalid)} of {len(per_video)} videos not valid" if invalid else ""
+    why = f"{len(invalid)} of {len(per_video)} videos not valid (first: {invalid[0].why})" if invalid else ""
     return Validity(frames=sum(v.frames for v in per_video), scored=sum(v.scored for v in per_video),
                     checked=sum(v.checked for v in per_video), failed_check=sum(v.failed_check for v in per_video),
                     valid=not invalid, why=why)
