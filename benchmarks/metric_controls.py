@@ -2,7 +2,8 @@
 `dtl eval --controls`' own code on real data:
 
 1. portrait: skimage's astronaut, framed as a talking-head renderer frames a portrait (256 px), moved a few pixels
-   per frame over a demo clip's speech: the "generated" video is the faithful animation; `--portrait` is the still.
+   per frame over a demo clip's speech, asked to look happy (she smiles): the "generated" video is the faithful
+   animation; `--portrait` is the still.
 2. reference: a rendered demo clip is its own reference; the generated video is a copy of it.
 3. blendshapes: one demo speaker's ground-truth ARKit tracks against frozen, 15-frame-late, other-sentence and
    exaggerated-upper-face tracks (the controls of tests/test_metric_controls_blendshapes.py).
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emotion-classifier", type=Path)
     args = parser.parse_args(argv)
     videos = sorted(args.corpus.glob("*/video/front/*/level_*/*.mp4"))
-    videos = [v for v in videos if v.parts[-3] != "neutral"] or videos
+    videos = [v for v in videos if v.parts[-2] == "level_3"] or videos  # the strongest expression
     if not videos:
         raise SystemExit(f"{args.corpus}: no rendered videos; run `dtl data videos {args.corpus} --per-speaker 2`")
     source = videos[0]
@@ -107,15 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         clip = read_video(source)
         still = portrait_square()
         Image.fromarray(still).save(work / "portrait.png")
-        emotion, level = source.parts[-3], source.parts[-2]
-        generated = work / "portrait_video" / f"astronaut_{emotion}_{level}.mp4"
+        generated = work / "portrait_video" / "astronaut_happy_level_3.mp4"  # she smiles
         write_clip(generated, animate(still, len(clip.frames), still.shape[:2]), clip.audio)
         portrait_options = EvalOptions(metrics=("identity", "emotion", "cpbd", "lse", "lse_expert"),
                                        portrait=work / "portrait.png", sample_frames=args.sample_frames,
                                        sync_expert=args.sync_expert)
         result = scored_with_controls(generated, None, portrait_options, work / "portrait_eval")
         print(f"## 1. Portrait: the astronaut animated over {source.relative_to(args.corpus)}'s speech "
-              f"(asked emotion: {emotion})\n")
+              "(asked emotion: happy)\n")
         print("\n".join(controls_table(result)))
         print("".join(f"\nnot computed: {g}: {why}" for g, why in result["skipped"].items()))
 

@@ -89,7 +89,7 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
 
 def _face_check(options: EvalOptions, notes: dict[str, str]):
     """metrics.face_check's FaceCheck, or None (and a note) when facenet-pytorch is not installed."""
-    from metrics.face_check import MIN_IOU, MIN_MTCNN_PROBABILITY, FaceCheck
+    from metrics.face_check import MIN_FACE_DETAIL, MIN_IOU, MIN_MTCNN_PROBABILITY, FaceCheck
 
     try:
         check = FaceCheck(device=options.device)
@@ -97,7 +97,8 @@ def _face_check(options: EvalOptions, notes: dict[str, str]):
         notes["face_check"] = f"not done: {e}"
         return None
     notes["face_check"] = (f"dlib's face confirmed by facenet-pytorch's MTCNN (probability >= "
-                           f"{MIN_MTCNN_PROBABILITY}, IoU >= {MIN_IOU}) on the frames the face metrics score")
+                           f"{MIN_MTCNN_PROBABILITY}, IoU >= {MIN_IOU}) and face detail >= {MIN_FACE_DETAIL}, on "
+                           "the frames the face metrics score")
     return check
 
 

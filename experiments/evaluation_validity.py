@@ -37,20 +37,24 @@ class VideoFaceCheck:
     passed: np.ndarray
     dlib_scores: list[float | None]
     mtcnn_probabilities: list[float | None]
+    details: list[float | None]
 
     def summary(self) -> dict[str, Any]:
         dlib = [s for s in self.dlib_scores if s is not None]
         mtcnn = [p for p in self.mtcnn_probabilities if p is not None]
+        details = [d for d in self.details if d is not None]
         return {"frames_checked": int(len(self.indices)), "frames_passed": int(self.passed.sum()),
                 "dlib_faces": len(dlib), "dlib_score_mean": float(np.mean(dlib)) if dlib else None,
-                "mtcnn_faces": len(mtcnn), "mtcnn_probability_mean": float(np.mean(mtcnn)) if mtcnn else None}
+                "mtcnn_faces": len(mtcnn), "mtcnn_probability_mean": float(np.mean(mtcnn)) if mtcnn else None,
+                "face_detail_mean": float(np.mean(details)) if details else None}
 
 
 def check_video(face_check, frames: np.ndarray, indices: np.ndarray) -> VideoFaceCheck:
     checks = [face_check(frames[i]) for i in indices]
     return VideoFaceCheck(indices=np.asarray(indices), passed=np.array([c.passed for c in checks], dtype=bool),
                           dlib_scores=[c.dlib_score for c in checks],
-                          mtcnn_probabilities=[c.mtcnn_probability for c in checks])
+                          mtcnn_probabilities=[c.mtcnn_probability for c in checks],
+                          details=[c.detail for c in checks])
 
 
 def scorer_validity(scorer, check: VideoFaceCheck | None) -> Validity:

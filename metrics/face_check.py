@@ -1,10 +1,13 @@
-"""A second, independent opinion on dlib's face: facenet-pytorch's MTCNN must find a face in the same place.
+"""A second, independent opinion on dlib's face: facenet-pytorch's MTCNN must find a face in the same place, and
+the face must have detail.
 
 dlib's HOG detector (metrics.face_detect) finds the faces every face metric scores. Its false positives (a blob, a
 textured background) would silently feed the metrics, so each frame's dlib box is checked against MTCNN (a cascade
 of three CNNs trained on WIDER FACE and CelebA; its weights ship in the facenet-pytorch wheel): the frame passes when
-MTCNN's most probable face has probability >= MIN_MTCNN_PROBABILITY and overlaps dlib's box by IoU >= MIN_IOU.
-Both detectors' confidences are kept.
+MTCNN's most probable face has probability >= MIN_MTCNN_PROBABILITY, overlaps dlib's box by IoU >= MIN_IOU, and the
+face inside dlib's box has detail >= MIN_FACE_DETAIL. Both detectors are lenient with blur: a face blurred to a blob
+(Gaussian sigma 8 px per 256 px) whose eye sockets still show is "found" by both, so detail is checked on its own
+(`face_detail`). Both detectors' confidences and the detail are kept.
 
 facenet-pytorch 2.6.0 pins torch<2.3 in its metadata but runs on newer torch: it is installed with --no-deps (Makefile).
 """
@@ -21,6 +24,9 @@ from metrics.face_detect import FaceLandmarker, as_rgb_uint8
 
 MIN_MTCNN_PROBABILITY = 0.9
 MIN_IOU = 0.4
+# face_detail measured (docs/evaluation.md): sharp photographs and demo renders 0.32-0.60, Gaussian blur sigma 1.5 px
+# ~0.2, sigma 3 px ~0.11-0.13, blobs ~0.07
+MIN_FACE_DETAIL = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class FrameFaceCheck:
     mtcnn_box: tuple[float, float, float, float] | None
     mtcnn_probability: float | None
     iou: float
+    detail: float | None
     passed: bool
 
 
@@ -51,6 +58,17 @@ def _mtcnn(device: str):
     return import_mtcnn()(keep_all=True, device=device).eval()
 
 
+def face_detail(rgb: np.ndarray, box: tuple[int, int, int, int], side: int = 64) -> float:
+    """Mean |Laplacian| of the face (dlib's box, gray, resized to side x side) over its standard deviation: edge
+    content independent of the face's size, brightness and contrast."""
+    from PIL import Image
+    from scipy.ndimage import laplace
+
+    gray = Image.fromarray(rgb).convert("L").crop(box).resize((side, side), Image.Resampling.BILINEAR)
+    gray = np.asarray(gray, dtype=np.float64)
+    return float(np.abs(laplace(gray)).mean() / max(gray.std(), 1e-6))
+
+
 def box_iou(a, b) -> float:
     """Intersection over union of two (left, top, right, bottom) boxes."""
     width = min(a[2], b[2]) - max(a[0], b[0])
@@ -66,11 +84,13 @@ class FaceCheck:
     """dlib's face in a frame, checked by MTCNN (see the module's docstring)."""
 
     def __init__(self, landmarker: FaceLandmarker | None = None, device: str = "cpu",
-                 min_probability: float = MIN_MTCNN_PROBABILITY, min_iou: float = MIN_IOU) -> None:
+                 min_probability: float = MIN_MTCNN_PROBABILITY, min_iou: float = MIN_IOU,
+                 min_detail: float = MIN_FACE_DETAIL) -> None:
         self.landmarker = landmarker or FaceLandmarker(upsample=1)
         self.mtcnn = _mtcnn(device)
         self.min_probability = min_probability
         self.min_iou = min_iou
+        self.min_detail = min_detail
 
     def mtcnn_face(self, rgb: np.ndarray) -> tuple[tuple[float, float, float, float], float] | None:
         """MTCNN's most probable face box and its probability, or None."""
@@ -88,8 +108,11 @@ class FaceCheck:
         face = self.landmarker.detect(rgb)
         other = self.mtcnn_face(rgb)
         iou = box_iou(face.box, other[0]) if face is not None and other is not None else 0.0
-        passed = face is not None and other is not None and other[1] >= self.min_probability and iou >= self.min_iou
+        detail = face_detail(rgb, face.box) if face is not None else None
+        passed = (face is not None and other is not None and other[1] >= self.min_probability and iou >= self.min_iou
+                  and detail >= self.min_detail)
         return FrameFaceCheck(dlib_box=None if face is None else face.box,
                               dlib_score=None if face is None else face.score,
                               mtcnn_box=None if other is None else other[0],
-                              mtcnn_probability=None if other is None else other[1], iou=iou, passed=passed)
+                              mtcnn_probability=None if other is None else other[1], iou=iou, detail=detail,
+                              passed=passed)

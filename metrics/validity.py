@@ -40,7 +40,7 @@ def judge(frames: int, scored: int, checked: int, failed_check: int, face_based:
         reasons.append(f"scored on {scored} of {frames} {what} (< {MIN_SCORED_SHARE:.0%})")
     if checked and failed_check > MAX_FAILED_CHECK_SHARE * checked:
         reasons.append(f"{failed_check} of {checked} checked frames fail the face check "
-                       f"(> {MAX_FAILED_CHECK_SHARE:.0%}: dlib's face not confirmed by MTCNN)")
+                       f"(> {MAX_FAILED_CHECK_SHARE:.0%}: dlib's face not confirmed by MTCNN, or without detail)")
     return Validity(frames, scored, checked, failed_check, valid=not reasons, why="; ".join(reasons))
 
 

@@ -85,6 +85,26 @@ def test_the_blob_is_a_featureless_blur_that_dlib_and_mtcnn_do_not_confirm(contr
     assert not any(face_check(f).passed for f in blob_frames)
 
 
+def test_face_check_rejects_a_blob_that_both_detectors_still_find_and_keeps_a_mild_blur(portrait):
+    from experiments.evaluation_controls import ORANGE
+    from metrics.identity import DlibFaceDescriptor
+
+    def orange_blur(sigma: float) -> np.ndarray:
+        blurred = gaussian_filter(portrait.astype(np.float64), (sigma, sigma, 0))
+        return np.clip(0.5 * blurred + 127.5 * ORANGE * (blurred.mean(-1, keepdims=True) / 255 + 0.3), 0, 255
+                       ).astype(np.uint8)
+
+    faint = orange_blur(4)  # the kind of blob `make demo`'s renderer made: eye sockets and a mouth still show
+    verdict = FaceCheck()(faint)
+    assert verdict.dlib_box is not None and verdict.mtcnn_probability > 0.99 and verdict.iou > 0.5
+    describe = DlibFaceDescriptor()
+    assert np.linalg.norm(describe(faint) - describe(portrait)) < metrics.identity.DLIB_SAME_PERSON_DISTANCE
+    assert not verdict.passed and verdict.detail < 0.1  # only the detail check catches it
+    assert FaceCheck(min_detail=0.0)(faint).passed  # without it, the blob would feed every face metric
+    mild = gaussian_filter(portrait.astype(np.float64), (1.5, 1.5, 0)).astype(np.uint8)
+    assert FaceCheck()(mild).passed and FaceCheck()(portrait).passed
+
+
 def test_identity_same_person_rate_separates_the_portrait_from_a_blob_and_another_person(portrait, controls,
                                                                                          face_check, monkeypatch):
     scorer = IdentityScores(portrait, None, "dlib", None, None)
