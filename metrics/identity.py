@@ -19,6 +19,8 @@ from dtl_foundation.media.face_detect import FaceLandmarker, as_rgb_uint8, impor
 from dtl_foundation.weights import resolve_weights
 
 Embedder = Callable[[np.ndarray], "np.ndarray | None"]
+# dlib's published rule (face_recognition, dlib's dnn_face_recognition example): same person when distance < 0.6
+DLIB_SAME_PERSON_DISTANCE = 0.6
 
 
 class DlibFaceDescriptor:
@@ -53,6 +55,27 @@ def build_embedder(
 
         return ArcFaceDescriptor(pretrained_iresnet100(arcface_weights, arcface_sha256), landmarker)
     raise ValueError(f"unknown identity backbone {backbone!r}; choose 'dlib' or 'arcface'")
+
+
+def frame_similarities(embedder: Embedder, reference: np.ndarray, frames) -> list[tuple[float, float] | None]:
+    """Per frame (cosine similarity, Euclidean distance) of its face embedding to `reference`; None: no face."""
+    result: list[tuple[float, float] | None] = []
+    for frame in frames:
+        embedding = embedder(as_rgb_uint8(frame))
+        if embedding is None:
+            result.append(None)
+            continue
+        cosine = embedding @ reference / (np.linalg.norm(embedding) * np.linalg.norm(reference))
+        result.append((float(cosine), float(np.linalg.norm(embedding - reference))))
+    return result
+
+
+def same_person(backbone: str, cosine: float, distance: float, arcface_threshold: float | None = None) -> bool | None:
+    """The backbone's published verification rule: dlib distance < 0.6; ArcFace cosine >= a configured threshold
+    (None without one: ArcFace's threshold depends on the benchmark it was tuned on)."""
+    if backbone == "dlib":
+        return distance < DLIB_SAME_PERSON_DISTANCE
+    return None if arcface_threshold is None else cosine >= arcface_threshold
 
 
 class IdentitySimilarity(Metric):
@@ -95,15 +118,10 @@ class IdentitySimilarity(Metric):
             reference = self.embedder(as_rgb_uint8(portrait))
             if reference is None:
                 raise ValueError(f"no face found in portrait {index} of the batch: identity cannot be scored")
-            cosines, distances = [], []
-            for frame in frames:
-                embedding = self.embedder(as_rgb_uint8(frame))
-                if embedding is None:
-                    self.frames_without_face += 1
-                    continue
-                cosines.append(embedding @ reference / (np.linalg.norm(embedding) * np.linalg.norm(reference)))
-                distances.append(np.linalg.norm(embedding - reference))
-            if cosines:
+            scored = [pair for pair in frame_similarities(self.embedder, reference, frames) if pair is not None]
+            self.frames_without_face += len(frames) - len(scored)
+            if scored:
+                cosines, distances = zip(*scored)
                 self.cosine_sum += float(np.mean(cosines))
                 self.distance_sum += float(np.mean(distances))
                 self.videos += 1

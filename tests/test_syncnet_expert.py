@@ -131,3 +131,40 @@ def test_expert_lse_c_of_in_sync_video_exceeds_shifted_video_and_finds_the_offse
     assert abs(float(rows["in_sync"]["av_offset_expert"])) <= 1
     assert abs(float(rows["late_audio"]["av_offset_expert"]) + SHIFT) <= 1
     assert float(rows["in_sync"]["lse_d_expert"]) < float(rows["late_audio"]["lse_d_expert"])
+
+
+@pytest.mark.slow
+def test_expert_lse_controls_in_sync_beats_late_5_late_15_and_frozen(trained_expert, monkeypatch):
+    """Negative controls for the expert's LSE-D on held-out videos: speech 5 and 15 frames late, a frozen first
+    frame; the in-sync video must score lowest on most videos, and the check fails with LSE made constant."""
+    from datamodules.manifest import Manifest
+    from datamodules.video_frames_datamodule import FaceVideoCache
+    from experiments.evaluate.controls import delayed as late
+    from experiments.evaluate.controls import frozen
+    from metrics.syncnet import LipSyncScore
+
+    model, cfg = trained_expert["model"], trained_expert["cfg"]
+    manifest = Manifest.load(Path(cfg.paths.run_dir) / "video_manifest.jsonl")
+    cache = FaceVideoCache(cfg.data.cache_dir, size=cfg.data.size, crop_scale=cfg.data.crop_scale)
+    faces = [cache.load(record.video_path) for record in manifest.split("test")]
+
+    def check() -> None:
+        lse_d = {name: [] for name in ("faithful", "late_5", "late_15", "frozen")}
+        for face in faces:
+            lse_d["faithful"].append(model.sync_score(face.frames, face.audio).lse_d)
+            lse_d["late_5"].append(model.sync_score(face.frames, late(face.audio, 5)).lse_d)
+            lse_d["late_15"].append(model.sync_score(face.frames, late(face.audio, 15)).lse_d)
+            lse_d["frozen"].append(model.sync_score(frozen(face.frames), face.audio).lse_d)
+        good = np.array(lse_d["faithful"])
+        for name in ("late_5", "late_15", "frozen"):
+            share = float(np.mean(good < np.array(lse_d[name])))
+            print(f"expert LSE-D in sync {good.mean():.3f} vs {name} {np.mean(lse_d[name]):.3f}: lower in sync for "
+                  f"{share:.0%} of {len(faces)} videos")
+            assert share >= 0.75, (name, share)
+
+    check()
+    constant = LipSyncScore(lse_c=0.3, lse_d=1.0, offset=0, mean_distances=torch.ones(31), num_windows=10)
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "sync_score", lambda frames, audio: constant)
+        with pytest.raises(AssertionError):
+            check()

@@ -161,3 +161,43 @@ def test_dtl_eval_judges_held_out_videos_with_the_trained_classifier(trained_vid
     torch.testing.assert_close(probabilities.sum(), torch.tensor(1.0))
     with pytest.raises(ValueError, match="face crops"):
         judge.video_probabilities(face.frames[:, :32, :32])
+
+
+@pytest.mark.slow
+def test_trained_judge_controls_asked_emotion_beats_neutral_and_other_emotion_videos(trained_video_emotion,
+                                                                                     monkeypatch):
+    """Negative controls for the trained video emotion judge on the held-out speaker: each expressive video asked
+    for its own emotion (positive) against the speaker's neutral video asked for the same emotion and a video of another
+    emotion asked for it; the check fails once the judge returns constant probabilities."""
+    from controls_helpers import assert_ranks, clip_item
+
+    from datamodules.manifest import Manifest
+    from experiments.evaluate.scorers import EmotionScores
+    from dtl_foundation.media.video_read import read_video
+
+    cfg = trained_video_emotion["cfg"]
+    records = Manifest.load(Path(cfg.paths.run_dir) / "video_manifest.jsonl").split("test")
+    neutral = next(r for r in records if r.emotion == "neutral")
+    expressive = [r for r in records if r.emotion != "neutral"][:6]
+    scorer = EmotionScores(trained_video_emotion["checkpoint"], None, "cpu")
+    neutral_frames = read_video(neutral.video_path).frames
+
+    def check() -> None:
+        confidence = {"faithful": [], "neutral_video": [], "other_emotion_video": []}
+        for record in expressive:
+            frames = read_video(record.video_path).frames
+            other = next(r for r in expressive if r.emotion != record.emotion)
+            for name, images in (("faithful", frames), ("neutral_video", neutral_frames),
+                                 ("other_emotion_video", read_video(other.video_path).frames)):
+                row = scorer.score(clip_item(images, emotion=record.emotion, name=Path(record.video_path).stem))
+                confidence[name].append(row["emotion_confidence"])
+        means = {name: float(np.mean(values)) for name, values in confidence.items()}
+        print(f"trained judge's confidence in the asked emotion on {len(expressive)} held-out videos: {means}")
+        assert_ranks(means, "faithful", ["neutral_video", "other_emotion_video"], margin=0.2, better="max")
+
+    check()
+    uniform = torch.full((8,), 1 / 8)
+    with monkeypatch.context() as patch:
+        patch.setattr(scorer.video_classifier, "video_probabilities", lambda frames: uniform)
+        with pytest.raises(AssertionError):
+            check()

@@ -188,6 +188,12 @@ def _numbers(mapping: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in mapping.items() if is_number(v) and not k.startswith("_") and k not in NOT_METRICS}
 
 
+def _unwrapped_summaries(summary: dict[str, Any]) -> dict[str, Any]:
+    """A define_metric(summary="max"/"min") entry is stored as {"max": value}: its value is the run's final number."""
+    return {k: next(iter(v.values())) if isinstance(v, dict) and len(v) == 1 and set(v) <= {"max", "min", "last"}
+            else v for k, v in summary.items()}
+
+
 def _history_step(item: dict[str, Any], fallback: int) -> int:
     return int(next((item[k] for k in STEP_KEYS if is_number(item.get(k))), fallback))
 
@@ -215,7 +221,7 @@ def read_wandb_files(files: list[Path], location: str) -> RunLog:
                 for key, value in _numbers(item).items():
                     points.setdefault(key, {})[step] = value
         state = inspect_wandb_file(path, summary=True)
-        final.update(_numbers(state.get("summary") or {}))
+        final.update(_numbers(_unwrapped_summaries(state.get("summary") or {})))
         config = _strip_wandb_keys(state.get("config") or {}) or config
     return RunLog(name=name or Path(location).name, location=location, source="wandb-offline", config=config,
                   final=final, curves=_curves_from_points(points), group=group)

@@ -258,6 +258,13 @@ def build_table(runs: list[RunLog], metrics: list[str] | None = None, goals: lis
             values = [r.final[m] for r in v.runs if m in r.final]
             if values:
                 cells[(v.label, m)] = Cell(values)
+    for v in variants:  # dtl eval keeps a number that is not valid under eval/not_valid/, never as the headline
+        for m in chosen:
+            flagged = [r.name for r in v.runs if m.startswith("eval/") and f"eval/not_valid/{m[5:]}" in r.final]
+            if flagged:
+                notes.append(f"{m} of {v.label}: NOT VALID in {', '.join(flagged)} (too few frames scored or faces "
+                             f"that fail the face check; the number is kept as eval/not_valid/{m[5:]}, the reason "
+                             "in metrics.json)")
     best: dict[str, str | None] = {}
     for m in chosen:
         scored = [(cells[(v.label, m)].mean, v.label) for v in variants if (v.label, m) in cells]

@@ -16,10 +16,23 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from experiments.evaluate.inputs import EvaluationInputError, VideoPair, match_videos
-from experiments.evaluate.scorers import METRIC_GROUPS, DecodedPair, EvalOptions, build_scorers
-from experiments.evaluate.report import log_to_wandb, write_outputs
 from dtl_foundation.media.video_read import VideoReadError, read_video
+from experiments.evaluate.inputs import EvaluationInputError, VideoPair, match_videos
+from experiments.evaluate.report import log_to_wandb, write_outputs
+from experiments.evaluate.scorers import (
+    METRIC_GROUPS,
+    DecodedPair,
+    EvalOptions,
+    build_scorers,
+    sample_index,
+)
+from experiments.evaluate.validity import (
+    as_json,
+    check_video,
+    not_valid_numbers,
+    scorer_validity,
+    set_validity,
+)
 
 
 def evaluate(generated: str | Path, reference: str | Path | None = None, options: EvalOptions | None = None,
@@ -35,6 +48,8 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
     seconds: dict[str, float] = defaultdict(float)
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
+    face_check = _face_check(options, plan.notes)
+    validity, checks = {}, {}
     for pair in tqdm(pairs, desc="dtl eval", unit="video", disable=not progress):
         row: dict[str, Any] = {"video": pair.name, "generated": str(pair.generated),
                                "reference": str(pair.reference) if pair.reference else "",
@@ -43,6 +58,12 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
             start = time.perf_counter()
             item = _decode(pair)
             seconds["decode"] += time.perf_counter() - start
+            check, verdicts = None, {}
+            if face_check is not None:
+                start = time.perf_counter()
+                frames = item.generated.frames
+                check = check_video(face_check, frames, sample_index(len(frames), options.sample_frames))
+                seconds["face_check"] += time.perf_counter() - start
             for scorer in plan.scorers:
                 start = time.perf_counter()
                 try:
@@ -52,12 +73,17 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
                         raise
                     raise ValueError(f"{pair.generated}: {scorer.group}: {e}") from e
                 seconds[scorer.group] += time.perf_counter() - start
+                verdicts[scorer.group] = scorer_validity(scorer, check)
         except (VideoReadError, ValueError) as e:
             if on_error == "fail":
                 raise
             failed[str(pair.generated)] = str(e)
             continue
+        row.update({f"{group}_valid": verdict.valid for group, verdict in verdicts.items()})
         rows.append(row)
+        validity[pair.name] = verdicts
+        if check is not None:
+            checks[pair.name] = check.summary()
     metrics, counts = _means(rows)
     for scorer in plan.scorers:
         start = time.perf_counter()
@@ -65,9 +91,32 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
         seconds[scorer.group] += time.perf_counter() - start
         metrics.update(finished)
         counts.update({k: len(rows) for k in finished})
-    return {"generated": str(generated), "reference": str(reference) if reference is not None else None,
+    result = {"generated": str(generated), "reference": str(reference) if reference is not None else None,
             "metrics": metrics, "counts": counts, "per_video": rows, "skipped": plan.skipped, "notes": plan.notes,
+            "validity": as_json(validity, {s.group: set_validity(validity, s.group) for s in plan.scorers}, checks),
             "failed": failed, "seconds": dict(seconds), "options": _options_dict(options)}
+    result["not_valid"] = not_valid_numbers(result)
+    return result
+
+
+def _face_check(options: EvalOptions, notes: dict[str, str]):
+    """metrics.face_check's FaceCheck, or None (and a note) when facenet-pytorch is not installed."""
+    from metrics.face_check import (
+        MIN_FACE_DETAIL,
+        MIN_IOU,
+        MIN_MTCNN_PROBABILITY,
+        FaceCheck,
+    )
+
+    try:
+        check = FaceCheck(device=options.device)
+    except ImportError as e:
+        notes["face_check"] = f"not done: {e}"
+        return None
+    notes["face_check"] = (f"dlib's face confirmed by facenet-pytorch's MTCNN (probability >= "
+                           f"{MIN_MTCNN_PROBABILITY}, IoU >= {MIN_IOU}) and face detail >= {MIN_FACE_DETAIL}, on "
+                           "the frames the face metrics score")
+    return check
 
 
 def _decode(pair: VideoPair) -> DecodedPair:
@@ -141,7 +190,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--identity-backbone", default="dlib", choices=("dlib", "arcface"))
     parser.add_argument("--arcface-weights", type=Path)
     parser.add_argument("--arcface-sha256")
+    parser.add_argument("--identity-threshold", type=float,
+                        help="ArcFace's same-person rule: cosine >= this (dlib's is built in: distance < 0.6)")
     parser.add_argument("--device", default="cpu", help="torch device for SyncNet, FID, LPIPS and the trained judges")
+    parser.add_argument("--controls", action="store_true",
+                        help="also write control videos made from the first reference (or the portrait) - faithful, "
+                        "blob, another person, frozen, speech 5 and 15 frames late, noisy - to OUT/controls and score "
+                        "them with the same options, beside your videos")
     parser.add_argument("--on-error", default="fail", choices=("fail", "skip"),
                         help="fail at the first unreadable video (default), or skip it and list it in the output")
     return parser.parse_args(argv)
@@ -157,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                           emotion_classifier=args.emotion_classifier, fid_frames=args.fid_frames,
                           sample_frames=args.sample_frames, lpips_net=args.lpips_net,
                           identity_backbone=args.identity_backbone, arcface_weights=args.arcface_weights,
-                          arcface_sha256=args.arcface_sha256, face_stride=max(args.face_stride, 1),
+                          arcface_sha256=args.arcface_sha256, identity_threshold=args.identity_threshold,
+                          face_stride=max(args.face_stride, 1),
                           device=args.device)
     if args.checkpoint is None and (args.renderer or args.refiner):
         print("dtl eval: error: --renderer and --refiner need --checkpoint (the EmoDiff run to generate with)",
@@ -180,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or generated.resolve().parent / f"eval_{generated.resolve().stem}"
     try:
         result = evaluate(generated, reference, options, on_error=args.on_error)
+        if args.controls:
+            from experiments.evaluate.controls import run_controls
+
+            result["controls"] = run_controls(
+                match_videos(generated, reference), out, options.portrait,
+                lambda folder: evaluate(folder, reference, options, on_error=args.on_error, progress=False))
     except (EvaluationInputError, VideoReadError, ValueError, FileNotFoundError) as e:
         print(f"dtl eval: error: {e}", file=sys.stderr)
         return 1

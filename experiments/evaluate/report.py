@@ -13,6 +13,7 @@ from typing import Any
 
 from dtl_foundation.atomic_files import atomic_write_text
 from experiments.evaluate.scorers import GOALS
+from experiments.evaluate.validity import not_valid_numbers, validity_cells
 
 
 def table_cell(value: Any) -> Any:
@@ -43,10 +44,21 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [f"# dtl eval: {result['generated']}", ""]
     if result.get("reference"):
         lines += [f"Reference: {result['reference']}", ""]
-    lines += ["| metric | value | better | videos |", "|---|---|---|---|"]
+    lines += ["| metric | value | better | videos | valid | frames scored | face check |",
+              "|---|---|---|---|---|---|---|"]
+    flagged = not_valid_numbers(result)
     for name, value in result["metrics"].items():
         goal = {"max": "higher", "min": "lower"}.get(GOALS.get(name, ""), "")
-        lines.append(f"| {name} | {format_number(value)} | {goal} | {result['counts'].get(name, '')} |")
+        shown = f"~~{format_number(value)}~~ not valid" if name in flagged else format_number(value)
+        lines.append(f"| {name} | {shown} | {goal} | {result['counts'].get(name, '')} | "
+                     + " | ".join(validity_cells(result, name)) + " |")
+    invalid = [(video, group, verdict["why"]) for video, groups in result.get("validity", {}).get("per_video", {}).items()
+               for group, verdict in groups.items() if not verdict["valid"]]
+    if invalid:
+        lines += ["", "Not valid, per video:", ""]
+        lines += [f"- {video}: **{group}**: {why}" for video, group, why in invalid]
+    if result.get("controls"):
+        lines += ["", *controls_table(result)]
     if result["skipped"]:
         lines += ["", "Not computed:", ""]
         lines += [f"- **{group}**: {reason}" for group, reason in result["skipped"].items()]
@@ -56,6 +68,33 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines += ["", "| metric | seconds |", "|---|---|"]
     lines += [f"| {group} | {seconds:.2f} |" for group, seconds in result["seconds"].items()]
     return "\n".join(lines) + "\n"
+
+
+def controls_table(result: dict[str, Any]) -> list[str]:
+    """Your videos' numbers beside the controls' (experiments.evaluation_controls); ~~struck~~: not valid."""
+    controls = result["controls"]
+    names = list(controls)
+    lines = ["Controls, made from your data: each metric must separate `faithful` from the controls it is meant to "
+             "catch (docs/evaluation.md lists them); ~~struck~~: not valid", "",
+             "| metric | better | your videos | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+
+    def cell(values: dict[str, Any], flagged: dict[str, str], name: str) -> str:
+        if name not in values:
+            return ""
+        text = format_number(values[name])
+        return f"~~{text}~~" if name in flagged else text
+
+    for name in result["metrics"]:
+        goal = {"max": "higher", "min": "lower"}.get(GOALS.get(name, ""), "")
+        row = [cell(result["metrics"], result.get("not_valid", {}), name)]
+        row += [cell(controls[c]["metrics"], controls[c]["not_valid"], name) for c in names]
+        lines.append(f"| {name} | {goal} | " + " | ".join(row) + " |")
+    predicted = {c: ", ".join(str(r.get("emotion_predicted", "")) for r in controls[c]["per_video"]) for c in names}
+    if any(predicted.values()):
+        lines.append("| emotion_predicted | | " + ", ".join(str(r.get("emotion_predicted", ""))
+                                                       for r in result["per_video"]) + " | "
+                     + " | ".join(predicted[c] for c in names) + " |")
+    return lines
 
 
 def per_video_csv(rows: list[dict[str, Any]]) -> str:
@@ -92,14 +131,27 @@ def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, proje
     try:
         for metric, goal in GOALS.items():
             run.define_metric(f"eval/{metric}", summary=goal)
-        numbers = {f"eval/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+        flagged = not_valid_numbers(result)
+        # a number that is not valid is kept under eval/not_valid/, never as the eval/<metric> headline
+        numbers = {f"eval/not_valid/{k}" if k in flagged else f"eval/{k}": v for k, v in result["metrics"].items()
+                   if isinstance(v, (int, float))}
         rows = result["per_video"]
         columns = sorted({k for row in rows for k in row})
         # a number W&B cannot hold (NaN: not scorable for that video) is an empty cell, not a string in a number column
         table = wandb.Table(columns=columns, data=[[table_cell(row.get(c)) for c in columns] for row in rows])
-        run.log({**numbers, "eval/per_video": table})
+        logged = {**numbers, "eval/per_video": table}
+        if result.get("controls"):
+            rows = [[control, metric, table_cell(value), metric not in entry["not_valid"]]
+                    for control, entry in result["controls"].items() for metric, value in entry["metrics"].items()]
+            logged["eval/controls"] = wandb.Table(columns=["control", "metric", "value", "valid"], data=rows)
+        run.log(logged)
         for group_name, reason in result["skipped"].items():
             run.summary[f"eval/skipped/{group_name}"] = reason
+        for group_name, verdict in result.get("validity", {}).get("overall", {}).items():
+            run.summary[f"eval/valid/{group_name}"] = int(verdict["valid"])
+            run.summary[f"eval/frames_scored/{group_name}"] = verdict["scored"] / max(verdict["frames"], 1)
+            if not verdict["valid"]:
+                run.summary[f"eval/validity/{group_name}"] = verdict["why"]
         return run.dir
     finally:
         run.finish()

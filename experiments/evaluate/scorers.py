@@ -15,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from experiments.evaluate.inputs import VideoPair
 from dtl_foundation.media.video_read import VideoClip
+from experiments.evaluate.inputs import VideoPair
 
 METRIC_GROUPS = ("lse", "lse_expert", "fid", "lpips", "psnr", "ssim", "cpbd", "identity", "emotion", "lmd")
 # Each reported number and whether higher ("max") or lower ("min") is better: W&B summaries and the markdown table.
@@ -24,6 +24,7 @@ GOALS: dict[str, str] = {
     "lse_c": "max", "lse_d": "min", "lse_c_expert": "max", "lse_d_expert": "min", "fid": "min", "lpips": "min",
     "psnr": "max", "ssim": "max", "cpbd": "max", "identity_cosine": "max", "identity_distance": "min",
     "emotion_accuracy": "max", "emotion_confidence": "max", "m_lmd": "min", "f_lmd": "min",
+    "identity_same_person": "max", "emotion_judge_confidence": "max", "lmd_fit_residual": "min",
 }
 CHUNK = 32  # frames per batch for the per-frame image metrics
 
@@ -41,6 +42,8 @@ class EvalOptions:
     sample_frames: int | None = None
     lpips_net: str = "alex"
     identity_backbone: str = "dlib"
+    # ArcFace's same-person rule: cosine >= this (dlib's is built in: distance < 0.6)
+    identity_threshold: float | None = None
     arcface_weights: Path | None = None
     arcface_sha256: str | None = None
     face_stride: int = 1
@@ -81,10 +84,15 @@ def video_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 class Scorer:
-    """One metric group: `score(item)` -> this video's numbers; `finish()` -> set-level numbers (FID)."""
+    """One metric group: `score(item)` -> this video's numbers; `finish()` -> set-level numbers (FID).
+
+    A group that scores only frames with a face sets `given` and `scored` (indices into the generated frames) in
+    `score`, for experiments.evaluation_validity; the others score every frame they are given."""
 
     group = ""
     needs_reference = False
+    given: np.ndarray | None = None
+    scored: np.ndarray | None = None
 
     def score(self, item: DecodedPair) -> dict[str, float]:
         raise NotImplementedError
@@ -112,11 +120,13 @@ class SyncNetScores(Scorer):
 
         frames = item.generated.frames
         boxes: list = [None] * len(frames)
-        for t in range(0, len(frames), self.face_stride):
+        self.given = np.arange(0, len(frames), self.face_stride)
+        for t in self.given:
             face = self.landmarker.detect(frames[t])
             boxes[t] = face.box if face is not None else None
-        if all(box is None for box in boxes):
-            raise ValueError(f"{item.pair.generated}: dlib finds no face in any frame; SyncNet needs face crops")
+        self.scored = np.array([t for t in self.given if boxes[t] is not None], dtype=int)
+        if not len(self.scored):  # no face to crop: no number, and evaluation_validity says why
+            return {"lse_c": math.nan, "lse_d": math.nan, "av_offset": math.nan}
         result = self.scorer.score(crop_faces(frames, boxes), item.generated.audio)
         return {"lse_c": result.lse_c, "lse_d": result.lse_d, "av_offset": float(result.offset)}
 
@@ -214,24 +224,33 @@ class IdentityScores(Scorer):
     group = "identity"
 
     def __init__(self, portrait: np.ndarray | None, sample: int | None, backbone: str,
-                 arcface_weights: Path | None, arcface_sha256: str | None) -> None:
-        from metrics.identity import IdentitySimilarity
+                 arcface_weights: Path | None, arcface_sha256: str | None, threshold: float | None = None) -> None:
+        from metrics.identity import build_embedder
 
-        self.metric = IdentitySimilarity(backbone, arcface_weights, arcface_sha256)
+        self.embedder = build_embedder(backbone, arcface_weights, arcface_sha256)
+        self.backbone = backbone
+        self.threshold = threshold
         self.portrait = portrait
         self.sample = sample
 
     def score(self, item: DecodedPair) -> dict[str, float]:
+        from metrics.identity import frame_similarities, same_person
+
         portrait = self.portrait if self.portrait is not None else item.reference.frames[0]
+        reference = self.embedder(portrait)
+        if reference is None:
+            raise ValueError("no face found in the identity image (the portrait, else the reference's first frame)")
         frames = item.generated.frames
-        self.metric.reset()
-        self.metric.update(video_tensor(portrait[None])[:, :, :, :],
-                           video_tensor(frames[sample_index(len(frames), self.sample)])[None])
-        if int(self.metric.videos) == 0:
-            return {"identity_cosine": math.nan, "identity_distance": math.nan}
-        result = self.metric.compute()
-        return {"identity_cosine": float(result["cosine_similarity"]),
-                "identity_distance": float(result["euclidean_distance"])}
+        self.given = sample_index(len(frames), self.sample)
+        pairs = frame_similarities(self.embedder, reference, frames[self.given])
+        self.scored = self.given[[pair is not None for pair in pairs]]
+        found = [pair for pair in pairs if pair is not None]
+        if not found:  # no face: not the portrait's person in any frame
+            return {"identity_cosine": math.nan, "identity_distance": math.nan, "identity_same_person": 0.0}
+        rule = [same_person(self.backbone, *pair, arcface_threshold=self.threshold) for pair in found]
+        same = math.nan if rule[0] is None else sum(rule) / len(pairs)  # frames without a face count as not the same
+        return {"identity_cosine": float(np.mean([c for c, _ in found])),
+                "identity_distance": float(np.mean([d for _, d in found])), "identity_same_person": same}
 
 
 class EmotionScores(Scorer):
@@ -245,7 +264,9 @@ class EmotionScores(Scorer):
         self.sample = sample
         self.device = device
         if classifier is not None:
-            from lightning_modules.video_emotion_classifier import VideoEmotionClassifier
+            from lightning_modules.video_emotion_classifier import (
+                VideoEmotionClassifier,
+            )
 
             self.video_classifier = VideoEmotionClassifier.load_frozen(classifier).to(device)
             self.judge = f"video emotion classifier {classifier}"
@@ -260,7 +281,9 @@ class EmotionScores(Scorer):
         """Probabilities over the judge's classes and the target's index in them (-1: this judge cannot score it)."""
         from dtl_foundation.mead import EMOTION_INDEX
 
-        frames = item.generated.frames[sample_index(len(item.generated.frames), self.sample)]
+        self.given = sample_index(len(item.generated.frames), self.sample)
+        self.scored = self.given
+        frames = item.generated.frames[self.given]
         if self.video_classifier is not None:
             from datamodules.video_frames_datamodule import load_face_video
 
@@ -273,18 +296,28 @@ class EmotionScores(Scorer):
         target = MEAD_TO_FER.get(item.pair.emotion, -1)
         if target < 0:
             return None, -1
-        return self.fer.face_probabilities(frames), target
+        scored, probabilities = self.fer.scored_face_probabilities(frames)
+        self.scored = self.given[scored]
+        return probabilities, target
 
-    def score(self, item: DecodedPair) -> dict[str, float]:
+    def score(self, item: DecodedPair) -> dict[str, Any]:
+        self.given = self.scored = None
+        unscored = {"emotion_accuracy": math.nan, "emotion_confidence": math.nan}
         if item.pair.emotion is None:
-            return {"emotion_accuracy": math.nan, "emotion_confidence": math.nan}
+            return unscored
         probabilities, target = self._probabilities(item)
         if target < 0:
-            return {"emotion_accuracy": math.nan, "emotion_confidence": math.nan}
+            return unscored
         if probabilities is None:  # no face found: a miss, as FaceEmotionAccuracy counts it
-            return {"emotion_accuracy": 0.0, "emotion_confidence": 0.0}
-        return {"emotion_accuracy": float(int(probabilities.argmax()) == target),
-                "emotion_confidence": float(probabilities[target])}
+            return {"emotion_accuracy": 0.0, "emotion_confidence": 0.0, "emotion_predicted": "no face",
+                    "emotion_judge_confidence": math.nan}
+        from dtl_foundation.mead import EMOTIONS
+        from metrics.face_emotion import FER_EMOTIONS
+
+        names = EMOTIONS if self.video_classifier is not None else FER_EMOTIONS
+        predicted = int(probabilities.argmax())
+        return {"emotion_accuracy": float(predicted == target), "emotion_confidence": float(probabilities[target]),
+                "emotion_predicted": names[predicted], "emotion_judge_confidence": float(probabilities[predicted])}
 
 
 class LandmarkScores(Scorer):
@@ -294,18 +327,29 @@ class LandmarkScores(Scorer):
     needs_reference = True
 
     def __init__(self, sample: int | None) -> None:
-        from metrics.landmark_distance import LandmarkDistance
+        from dtl_foundation.media.face_detect import FaceLandmarker
 
-        self.metric = LandmarkDistance()
+        self.landmarker = FaceLandmarker(upsample=1)
         self.sample = sample
 
     def score(self, item: DecodedPair) -> dict[str, float]:
+        from metrics.landmark_distance import (
+            face_landmark_distance,
+            mouth_landmark_distance,
+        )
+        from metrics.landmark_fit import similarity_fit_residual
+
         gen, ref = item.aligned()
-        index = sample_index(len(gen), self.sample)
-        self.metric.reset()
-        self.metric.update(video_tensor(gen[index])[None], video_tensor(ref[index])[None])
-        result = self.metric.compute()
-        return {"m_lmd": float(result["m_lmd"]), "f_lmd": float(result["f_lmd"])}
+        self.given = sample_index(len(gen), self.sample)
+        pairs = [(self.landmarker.detect(gen[t]), self.landmarker.detect(ref[t])) for t in self.given]
+        both = [i for i, (g, r) in enumerate(pairs) if g is not None and r is not None]
+        self.scored = self.given[both]
+        if not both:
+            return {"m_lmd": math.nan, "f_lmd": math.nan, "lmd_fit_residual": math.nan}
+        preds = np.stack([pairs[i][0].landmarks for i in both])
+        target = np.stack([pairs[i][1].landmarks for i in both])
+        return {"m_lmd": mouth_landmark_distance(preds, target), "f_lmd": face_landmark_distance(preds, target),
+                "lmd_fit_residual": similarity_fit_residual(preds, target)}
 
 
 @dataclass
@@ -351,7 +395,7 @@ def build_scorers(options: EvalOptions, has_reference: bool, any_emotion: bool) 
         "ssim": lambda: PairedImageScores("ssim", device=options.device),
         "cpbd": lambda: SharpnessScores(options.sample_frames),
         "identity": lambda: IdentityScores(portrait, options.sample_frames, options.identity_backbone,
-                                           options.arcface_weights, options.arcface_sha256),
+                                           options.arcface_weights, options.arcface_sha256, options.identity_threshold),
         "emotion": lambda: EmotionScores(options.emotion_classifier, options.sample_frames, options.device),
         "lmd": lambda: LandmarkScores(options.sample_frames),
     }
