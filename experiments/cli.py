@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "data": "corpus tools: demo [--video], videos, scan, features, extract (ARKit tracks from talking videos)",
     "weights": "check the pretrained weights the metrics need: dtl weights check",
     "export": "DeepSpeed ZeRO checkpoint -> one fp32 file: dtl export RUN_DIR_OR_CKPT [--out FILE]",
+    "study": "blind user studies of generated videos: dtl study create | serve | report | migrate",
 }
 
 
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.export import main as export_main
 
         return export_main(rest)
+    if ns.command == "study":
+        from experiments.study.cli import main as study_main
+
+        return study_main(rest)
     parser.error(f"unknown command {ns.command}")
     return 2
 
