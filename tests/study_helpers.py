@@ -87,3 +87,99 @@ def running_server(app, root_path: str = ""):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def create_study(root: Path, name: str, folders: dict[str, Path], participants: int, *, design: str = "2afc",
+                 criteria: tuple[str, ...] = ("lip_sync", "realism"), attention_checks: int = 1, db: str | None = None,
+                 base_url: str = "http://127.0.0.1:8000") -> dict:
+    """`dtl study create` through the CLI; the study folder, database URL, participant tokens and admin token."""
+    import csv
+
+    from experiments.study.cli import main as study_main
+    from experiments.study.database import database_url
+
+    out = root / name
+    args = ["create", name, *[f"{m}={f}" for m, f in folders.items()], "--design", design, "--criteria", *criteria,
+            "--participants", str(participants), "--attention-checks", str(attention_checks), "--out", str(out),
+            "--base-url", base_url]
+    if db:
+        args += ["--db", db]
+    assert study_main(args) == 0
+    with open(out / "links.csv") as f:
+        links = [row["link"] for row in csv.DictReader(f)]
+    return {"out": out, "db": db or database_url(out), "links": links,
+            "tokens": [link.rsplit("/", 1)[1] for link in links],
+            "admin": (out / "admin_token").read_text().strip()}
+
+
+@contextmanager
+def serve_process(db: str, root_path: str = ""):
+    """`dtl study serve` as its own process (what a lab runs); yields its base URL once it answers."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "experiments.cli", "study", "serve", "--db", db, "--port",
+                                str(port), "--root-path", root_path], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"dtl study serve exited:\n{process.stdout.read()}"
+            assert time.monotonic() < deadline, "dtl study serve did not answer within 60 s"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def simulate_participants(base: str, tokens: list[str], replay_every: int = 3, seed: int = 0) -> dict:
+    """Every participant at once (one thread each): consent, then answer each trial as the state offers it, sending
+    every `replay_every`-th answer twice (a double click). Returns the answers sent per token, each request's
+    latency in seconds, the wall time and any error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def participant(index: int, token: str) -> tuple[str, dict[int, dict], list[float]]:
+        rng = np.random.default_rng([seed, index])
+        sent, latencies = {}, []
+        with httpx.Client(base_url=base, timeout=60) as client:
+            def call(method: str, path: str, **kwargs) -> dict:
+                start = time.perf_counter()
+                response = client.request(method, f"/api/p/{token}{path}", **kwargs)
+                latencies.append(time.perf_counter() - start)
+                assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+                return response.json()
+
+            state = call("POST", "/consent", json={"agree": True})
+            while state["trial"] is not None:
+                trial = state["trial"]
+                body = {"trial": trial["trial"]}
+                body.update({"choice": int(rng.integers(0, 2))} if trial["type"] == "choice"
+                            else {"rating": int(rng.integers(1, 6))})
+                result = call("POST", "/answers", json=body)
+                assert result["stored"], f"a first answer was not stored: {body}"
+                if len(sent) % replay_every == 0:
+                    replayed = call("POST", "/answers", json=body)
+                    assert not replayed["stored"], f"a replayed answer was stored again: {body}"
+                sent[trial["trial"]] = body
+                state = result["state"]
+        return token, sent, latencies
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(tokens)) as pool:
+        results = list(pool.map(lambda item: participant(*item), enumerate(tokens)))
+    wall = time.perf_counter() - start
+    return {"sent": {token: sent for token, sent, _ in results},
+            "latencies": [s for _, _, latencies in results for s in latencies], "wall_s": wall}

@@ -87,9 +87,9 @@ def criterion_png(report: StudyReport, criterion: str, stamp: str) -> bytes:
         errors = [[r.mean - r.low for r in rows], [r.high - r.mean for r in rows]]
         ax.set_xlim(1, 5)
         ax.set_xlabel("mean opinion score (95% bootstrap interval)")
-    errors = [[0 if math.isnan(e) else e for e in side] for side in errors]
+    errors = [[0 if math.isnan(e) else max(e, 0.0) for e in side] for side in errors]  # rounding: never below 0
     ax.barh(range(len(rows)), values, xerr=errors, color="#4c78a8", capsize=4)
-    ax.set_yticks(range(len(rows)), labels)
+    ax.set_yticks(range(len(rows)), [f"{label} (n={r.n})" for label, r in zip(labels, rows)])
     ax.invert_yaxis()
     ax.set_title(f"{report.study}: {CRITERION_NAMES[criterion]}")
     figure.text(0.01, 0.01, stamp, fontsize=6, color="#666")
