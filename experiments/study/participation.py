@@ -85,10 +85,12 @@ def record_answer(session: Session, participant: Participant, position: int, cho
     if trial is None:
         raise ParticipationError(404, "no such trial")
     _validate(trial, choice, rating)
-    if trial.answer is not None:
-        return _replay(trial.answer, choice, rating)
     current = current_trial(session, participant)
     if current is None or current.id != trial.id:
+        # answered already (perhaps a moment ago by the same click sent twice): a replay or a conflict
+        stored = session.scalar(select(Answer).where(Answer.trial_id == trial.id))
+        if stored is not None:
+            return _replay(stored, choice, rating)
         raise ParticipationError(409, "answer the trials in order")
     session.add(Answer(trial_id=trial.id, participant_id=participant.id, choice=choice, rating=rating,
                        answered_at=utc_now()))
