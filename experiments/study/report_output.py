@@ -142,6 +142,9 @@ def write_report(report: StudyReport, out_dir: Path, stamp: str) -> dict[str, Pa
     else:
         paths["mos"] = out_dir / "mos.csv"
         atomic_write_text(paths["mos"], _csv([asdict(r) for r in report.opinions]))
+    paths["agreement"] = out_dir / "agreement.csv"
+    atomic_write_text(paths["agreement"], _csv([{"criterion": c, "krippendorff_alpha": "" if a is None else a}
+                                                for c, a in report.agreement.items()]))
     for criterion in report.criteria:
         paths[f"plot_{criterion}"] = out_dir / f"{criterion}.png"
         atomic_write_bytes(paths[f"plot_{criterion}"], criterion_png(report, criterion, stamp))
