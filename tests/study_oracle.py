@@ -87,3 +87,24 @@ def excluded_participants(rows: list[dict], totals: dict[int, int], max_failed: 
         if r["kind"] == "attention" and r["choice"] != r["expected"]:
             failed[r["participant"]] += 1
     return {p for p, total in totals.items() if answered[p] < total or failed[p] > max_failed}
+
+
+def expected_preferences(analysed: list[dict], methods: list[str], criteria: list[str]
+                         ) -> tuple[dict[tuple[str, str, str], dict], dict[str, float]]:
+    """Per (criterion, A, B): n, A's wins, rate, Wilson interval, binomial p; per criterion the nominal alpha over
+    units (clip, pair) with value 1 when A was preferred."""
+    import itertools
+
+    table, alphas = {}, {}
+    for criterion in criteria:
+        units = defaultdict(dict)
+        for a, b in itertools.combinations(methods, 2):
+            judged = [r for r in analysed if r["criterion"] == criterion and set(r["methods"]) == {a, b}]
+            wins = sum(r["methods"][r["choice"]] == a for r in judged)
+            low, high = wilson(wins, len(judged))
+            table[(criterion, a, b)] = {"n": len(judged), "wins_a": wins, "rate_a": wins / len(judged), "low": low,
+                                        "high": high, "p_value": binomial_two_sided(wins, len(judged))}
+            for r in judged:
+                units[(r["clip"], a, b)][r["participant"]] = int(r["methods"][r["choice"]] == a)
+        alphas[criterion] = krippendorff_alpha(units, "nominal")
+    return table, alphas

@@ -5,7 +5,6 @@ ones; the files and the W&B run are written."""
 from __future__ import annotations
 
 import csv
-import itertools
 import statistics
 from collections import defaultdict
 from datetime import datetime
@@ -15,8 +14,8 @@ import pytest
 from experiments.study.cli import main as study_main
 from experiments.study.server import create_app
 from study_helpers import create_study, make_methods, running_server, simulate_participants
-from study_oracle import (answered_rows, binomial_two_sided, excluded_participants, krippendorff_alpha,
-                          percentile_bootstrap, wilson)
+from study_oracle import (answered_rows, excluded_participants, expected_preferences, krippendorff_alpha,
+                          percentile_bootstrap)
 
 METHODS = {"ours": (200, 160, 140), "baseline": (170, 140, 120), "other": (150, 150, 190)}
 CLIPS = ["W009_fear_level_1_001", "W009_happy_level_2_002"]
@@ -61,20 +60,13 @@ def test_report_numbers_equal_hand_computed_ones(design, folders, tmp_path):
     alphas = {r["criterion"]: float(r["krippendorff_alpha"]) for r in read_csv(out / "agreement.csv")}
     if design == "2afc":
         reported = {(r["criterion"], r["method_a"], r["method_b"]): r for r in read_csv(out / "preferences.csv")}
-        assert len(reported) == len(CRITERIA) * 3
-        for criterion in CRITERIA:
-            units = defaultdict(dict)
-            for a, b in itertools.combinations(METHODS, 2):
-                judged = [r for r in analysed if r["criterion"] == criterion and set(r["methods"]) == {a, b}]
-                wins = sum(r["methods"][r["choice"]] == a for r in judged)
-                row = reported[(criterion, a, b)]
-                assert (int(row["n"]), int(row["wins_a"])) == (len(judged), wins)
-                assert float(row["rate_a"]) == pytest.approx(wins / len(judged), abs=1e-12)
-                assert (float(row["low"]), float(row["high"])) == pytest.approx(wilson(wins, len(judged)), abs=1e-9)
-                assert float(row["p_value"]) == pytest.approx(binomial_two_sided(wins, len(judged)), abs=1e-9)
-                for r in judged:
-                    units[(r["clip"], a, b)][r["participant"]] = int(r["methods"][r["choice"]] == a)
-            assert alphas[criterion] == pytest.approx(krippendorff_alpha(units, "nominal"), abs=1e-9)
+        expected, expected_alphas = expected_preferences(analysed, list(METHODS), list(CRITERIA))
+        assert set(reported) == set(expected) and len(expected) == len(CRITERIA) * 3
+        for key, hand in expected.items():
+            assert (int(reported[key]["n"]), int(reported[key]["wins_a"])) == (hand["n"], hand["wins_a"])
+            for name in ("rate_a", "low", "high", "p_value"):
+                assert float(reported[key][name]) == pytest.approx(hand[name], abs=1e-9), (key, name)
+        assert alphas == pytest.approx(expected_alphas, abs=1e-9)
     else:
         reported = {(r["criterion"], r["method"]): r for r in read_csv(out / "mos.csv")}
         for criterion in CRITERIA:

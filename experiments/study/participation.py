@@ -36,13 +36,15 @@ def answered_count(session: Session, participant: Participant) -> int:
     return session.scalar(select(func.count(Answer.id)).where(Answer.participant_id == participant.id))
 
 
-def current_trial(session: Session, participant: Participant) -> Trial | None:
-    """The first trial without an answer, marked as shown now the first time it is asked for."""
+def current_trial(session: Session, participant: Participant, commit: bool = True) -> Trial | None:
+    """The first trial without an answer, marked as shown now the first time it is asked for (committed unless the
+    caller commits it with its own change)."""
     trial = session.scalar(select(Trial).where(Trial.participant_id == participant.id, ~Trial.answer.has())
                            .order_by(Trial.position).limit(1))
     if trial is not None and trial.shown_at is None and participant.consented_at is not None:
         trial.shown_at = utc_now()
-        session.commit()
+        if commit:
+            session.commit()
     return trial
 
 
@@ -100,9 +102,9 @@ def record_answer(session: Session, participant: Participant, position: int, cho
         session.rollback()
         stored = session.scalar(select(Answer).where(Answer.trial_id == trial.id))
         return _replay(stored, choice, rating)
-    if answered_count(session, participant) == total_trials(session, participant):
+    if current_trial(session, participant, commit=False) is None:  # else the next one is shown from now on
         participant.completed_at = utc_now()
-    session.commit()
+    session.commit()  # one transaction: the answer, and the next trial's shown time or the completion
     return Recorded(stored=True)
 
 
