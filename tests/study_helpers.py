@@ -183,3 +183,52 @@ def simulate_participants(base: str, tokens: list[str], replay_every: int = 3, s
     wall = time.perf_counter() - start
     return {"sent": {token: sent for token, sent, _ in results},
             "latencies": [s for _, _, latencies in results for s in latencies], "wall_s": wall}
+
+
+@contextmanager
+def prefix_proxy(target: str, prefix: str):
+    """A reverse proxy serving `target` under the URL prefix `prefix` (stripped before forwarding), as a lab's
+    nginx `location /prefix/ { proxy_pass http://127.0.0.1:PORT/; }` does; yields the proxy's base URL."""
+    import http.client
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    host = urlsplit(target)
+    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"}
+
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _forward(self) -> None:
+            if not self.path.startswith(prefix + "/"):
+                self.send_error(404)
+                return
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else None
+            upstream = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+            upstream.request(self.command, self.path[len(prefix):], body=body, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for name, value in response.getheaders():
+                if name.lower() not in hop_by_hop | {"content-length", "date", "server"}:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            upstream.close()
+
+        do_GET = do_POST = do_PUT = _forward
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{prefix}"
+    finally:
+        server.shutdown()
+        server.server_close()
