@@ -110,6 +110,7 @@ def test_participants_never_see_method_names_or_paths(lab):
             for url in state["trial"]["videos"]:
                 media = c.get(url)
                 assert media.status_code == 200 and media.content[4:8] == b"ftyp"
+                assert "etag" not in media.headers and "last-modified" not in media.headers
                 seen.append(json.dumps(dict(media.headers)))
             seen.append(c.post(api(token, "/answers"), json={"trial": state["trial"]["trial"], "choice": 5}).text)
             result = c.post(api(token, "/answers"), json={"trial": state["trial"]["trial"], "choice": 0})

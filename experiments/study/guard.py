@@ -1,12 +1,15 @@
 """The ASGI layer in front of the study application: request bodies with a declared, small length only (a body
 that is too large or of unknown length is refused before anything reads it), and protective headers on every
-response (no caching, no referrer carrying a participant's link, no framing, scripts from this server only)."""
+response (no caching, no referrer carrying a participant's link, no framing, scripts from this server only, no
+file validators)."""
 
 from __future__ import annotations
 
 import json
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+# a file's validators are the same under every trial's id for it: without them, two ids cannot be linked
+DROPPED_HEADERS = {b"etag", b"last-modified"}
 SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
@@ -36,9 +39,9 @@ class RequestGuard:
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                names = {name.lower() for name, _ in message.get("headers", [])}
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  *[(n, v) for n, v in SECURITY_HEADERS if n not in names]]}
+                kept = [(n, v) for n, v in message.get("headers", []) if n.lower() not in DROPPED_HEADERS]
+                names = {name.lower() for name, _ in kept}
+                message = {**message, "headers": [*kept, *[(n, v) for n, v in SECURITY_HEADERS if n not in names]]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -137,15 +137,16 @@ def create_app(url: str, migrate: bool = False, max_body_bytes: int = MAX_BODY_B
     def answers(token: str, s: Session = Depends(session)) -> dict:
         return {"answers": own_answers(s, participant(token, s))}
 
+    def file_response(path: Path) -> FileResponse:
+        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"))
+
     @app.get("/api/p/{token}/media/{media_id}")
     def media(token: str, media_id: str, s: Session = Depends(session)) -> FileResponse:
-        path = media_path(s, participant(token, s), media_id)
-        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"))
+        return file_response(media_path(s, participant(token, s), media_id))
 
     @app.get("/api/p/{token}/reference/{position}")
     def reference(token: str, position: int, s: Session = Depends(session)) -> FileResponse:
-        path = reference_path(s, participant(token, s), position)
-        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"))
+        return file_response(reference_path(s, participant(token, s), position))
 
     def admin_study(name: str, request: Request, s: Session) -> Study:
         given = request.headers.get("authorization", "")
