@@ -15,7 +15,7 @@ from experiments.study.database import (current_revision, database_url, downgrad
                                         open_database, upgrade)
 from experiments.study.models import Base, Participant, Study, Trial, TrialMedia, Video
 from experiments.study.plan import ATTENTION_SHIFT_FRAMES
-from experiments.study.sources import StudySourceError, intended_emotion, method_videos
+from experiments.study.sources import StudySourceError, common_clips, method_videos
 from metrics.video_io import read_audio_track, read_frames
 from study_helpers import FPS, create_study, make_methods
 
@@ -100,4 +100,20 @@ def test_unusable_inputs_are_named(tmp_path, folders, capsys):
     with pytest.raises(StudySourceError, match="no .mp4 videos"):
         (tmp_path / "empty").mkdir()
         method_videos(f"empty={tmp_path / 'empty'}")
-    assert intended_emotion("M003_angry_level_2_007") == "angry" and intended_emotion("clip_7") is None
+
+
+def test_generated_clip_ids_match_a_corpus_layout_with_more_clips(tmp_path, folders):
+    corpus = tmp_path / "corpus"
+    for clip in CLIPS:  # W001_happy_level_3_001 -> W001/video/front/happy/level_3/001.mp4
+        speaker, emotion, _, level, number = clip.split("_")
+        target = corpus / speaker / "video" / "front" / emotion / f"level_{level}" / f"{number}.mp4"
+        target.parent.mkdir(parents=True)
+        target.hardlink_to(folders["beta"] / f"{clip}.mp4")
+    extra = corpus / "W003" / "video" / "front" / "fear" / "level_1" / "004.mp4"
+    extra.parent.mkdir(parents=True)
+    extra.hardlink_to(folders["beta"] / f"{CLIPS[0]}.mp4")
+    generated, reference = method_videos(f"ours={folders['alpha']}"), method_videos(f"corpus={corpus}")
+    assert sorted(reference.videos) == sorted([*CLIPS, "W003_fear_level_1_004"])
+    assert common_clips([generated, reference]) == CLIPS
+    with pytest.raises(StudySourceError, match=f"{folders['alpha']}: no video for clip.*W003_fear_level_1_004"):
+        common_clips([reference, generated])

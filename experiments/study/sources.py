@@ -1,14 +1,13 @@
-"""The videos a study compares: one folder per method (an evaluation folder, a run directory or any folder of
-MP4s), matched by clip name; a clip's intended emotion read from its name (MEAD's vocabulary)."""
+"""The videos a study compares: one folder per method (an evaluation folder, a run directory, the corpus or any
+folder of MP4s), matched by clip id as `dtl eval` matches them."""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.mead import EMOTIONS
+from experiments.evaluation_inputs import clip_id_of
 
 VIDEO_SUFFIX = ".mp4"
 # `dtl study create` writes its attention-check copies and `dtl eval` its reports beside the videos: never inputs
@@ -52,38 +51,36 @@ def video_folder(folder: Path) -> Path:
     return folder
 
 
-def clip_name(path: Path, root: Path) -> str:
-    return path.relative_to(root).with_suffix("").as_posix()
-
-
 def method_videos(argument: str) -> MethodVideos:
+    """A method's videos by clip id: a MEAD-layout path (<ID>/video/<view>/<emotion>/level_<k>/<NNN>.mp4, as the
+    corpus has them) and a generated file named by clip id (<ID>_<emotion>_level_<k>_<NNN>.mp4) are the same clip."""
     name, folder = parse_method_argument(argument)
     root = video_folder(folder)
-    videos = {clip_name(p, root): p.resolve() for p in sorted(root.rglob(f"*{VIDEO_SUFFIX}"))
-              if p.is_file() and not any(part in SKIPPED_DIRS or part.startswith(".") for part in
-                                         p.relative_to(root).parts[:-1])}
+    videos: dict[str, Path] = {}
+    for path in sorted(root.rglob(f"*{VIDEO_SUFFIX}")):
+        relative = path.relative_to(root)
+        if not path.is_file() or any(p in SKIPPED_DIRS or p.startswith(".") for p in relative.parts[:-1]):
+            continue
+        clip = clip_id_of(relative)
+        if clip in videos:
+            raise StudySourceError(f"{root}: {videos[clip].relative_to(root)} and {relative} are both clip {clip}")
+        videos[clip] = path.resolve()
     if not videos:
         raise StudySourceError(f"{root}: no {VIDEO_SUFFIX} videos in this folder or below")
     return MethodVideos(name or folder.resolve().name, folder.resolve(), videos)
 
 
 def common_clips(methods: list[MethodVideos]) -> list[str]:
-    """The clip names every method has, in sorted order; a clip one method lacks is an error naming it."""
+    """The first method's clips, sorted; every other method must have each of them (a reference folder such as the
+    corpus may hold more). A clip one lacks is an error naming it."""
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise StudySourceError(f"two methods have the same name ({', '.join(names)}): name them as NAME=FOLDER")
-    every = set.union(*(set(m.videos) for m in methods))
-    for method in methods:
-        missing = sorted(every - set(method.videos))
+    clips = sorted(methods[0].videos)
+    for method in methods[1:]:
+        missing = [c for c in clips if c not in method.videos]
         if missing:
             raise StudySourceError(f"{method.folder}: no video for clip(s) {', '.join(missing[:5])}"
-                                   f"{' ...' if len(missing) > 5 else ''} that other methods have "
-                                   f"(the methods must render the same clips, matched by file name)")
-    return sorted(every)
-
-
-def intended_emotion(clip: str) -> str | None:
-    """The MEAD emotion word in a clip's name (W002_happy_level_3_001, 001_happy_level_3, .../sad/level_1/...)."""
-    words = set(re.split(r"[^a-z]+", clip.lower()))
-    found = [e for e in EMOTIONS if e in words]
-    return found[0] if len(found) == 1 else None
+                                   f"{' ...' if len(missing) > 5 else ''} of {methods[0].folder} "
+                                   f"(the methods must render the same clips, matched by clip id)")
+    return clips

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from experiments.study.models import Clip, Method, Participant, Study, Trial, TrialMedia, Video
 from experiments.study.plan import Shown, study_plan
-from experiments.study.sources import MethodVideos, intended_emotion
+from experiments.evaluation_inputs import emotion_of
+from experiments.study.sources import MethodVideos
 
 TOKEN_BYTES = 24
 
@@ -62,7 +63,7 @@ def create_study(session: Session, new: NewStudy) -> CreatedStudy:
     session.add(study)
     methods = {m.name: Method(study=study, position=i, name=m.name, source=str(m.folder))
                for i, m in enumerate(new.methods)}
-    clips = {c: Clip(study=study, position=i, name=c, emotion=intended_emotion(c),
+    clips = {c: Clip(study=study, position=i, name=c, emotion=emotion_of(Path(c)),
                      reference_path=str(new.references[c]) if c in new.references else None)
              for i, c in enumerate(new.clips)}
     session.add_all([*methods.values(), *clips.values()])
