@@ -91,7 +91,7 @@ def running_server(app, root_path: str = ""):
 
 def create_study(root: Path, name: str, folders: dict[str, Path], participants: int, *, design: str = "2afc",
                  criteria: tuple[str, ...] = ("lip_sync", "realism"), attention_checks: int = 1, db: str | None = None,
-                 base_url: str = "http://127.0.0.1:8000") -> dict:
+                 base_url: str = "http://127.0.0.1:8000", reference: Path | None = None) -> dict:
     """`dtl study create` through the CLI; the study folder, database URL, participant tokens and admin token."""
     import csv
 
@@ -104,6 +104,8 @@ def create_study(root: Path, name: str, folders: dict[str, Path], participants: 
             "--base-url", base_url]
     if db:
         args += ["--db", db]
+    if reference:
+        args += ["--reference", str(reference)]
     assert study_main(args) == 0
     with open(out / "links.csv") as f:
         links = [row["link"] for row in csv.DictReader(f)]

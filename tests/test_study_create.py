@@ -117,3 +117,38 @@ def test_generated_clip_ids_match_a_corpus_layout_with_more_clips(tmp_path, fold
     assert common_clips([generated, reference]) == CLIPS
     with pytest.raises(StudySourceError, match=f"{folders['alpha']}: no video for clip.*W003_fear_level_1_004"):
         common_clips([reference, generated])
+
+
+def test_identity_trials_show_the_clips_reference_picture(tmp_path, folders):
+    import httpx
+    from PIL import Image
+
+    from experiments.study.server import create_app
+    from study_helpers import running_server
+
+    assert study_main(["create", "who", *[f"{m}={f}" for m, f in folders.items()], "--criteria", "identity",
+                       "--participants", "1", "--out", str(tmp_path / "who")]) == 1  # no --reference
+    references = tmp_path / "references"
+    references.mkdir()
+    for i, clip in enumerate(CLIPS):
+        Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(references / f"{clip}.png")
+    study = create_study(tmp_path, "identity", folders, participants=1, criteria=("identity",), attention_checks=1,
+                         reference=references)
+    token = study["tokens"][0]
+    seen = {"identity": 0, "attention": 0}
+    with running_server(create_app(study["db"])) as base, httpx.Client(base_url=base) as c:
+        state = c.post(f"/api/p/{token}/consent", json={"agree": True}).json()
+        while state["trial"] is not None:
+            trial = state["trial"]
+            if trial["reference"] is None:
+                seen["attention"] += 1
+                assert "lips" in trial["question"]
+            else:
+                seen["identity"] += 1
+                picture = c.get(trial["reference"])
+                assert picture.headers["content-type"] == "image/png" and picture.content[:4] == b"\x89PNG"
+            assert c.get(f"/api/p/{token}/reference/99").status_code == 404
+            state = c.post(f"/api/p/{token}/answers", json={"trial": trial["trial"], "choice": 0}).json()["state"]
+    assert seen == {"identity": len(CLIPS), "attention": 1}
+    assert study_main(["create", "identity2", *[f"{m}={f}" for m, f in folders.items()], "--participants", "1",
+                       "--out", str(study["out"])]) == 1  # the folder holds a study's links already

@@ -83,6 +83,9 @@ def create(args: argparse.Namespace) -> int:
 
     if not args.name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"study name {args.name!r}: use letters, digits, - and _ only")
+    out = args.out.resolve()
+    if (out / "links.csv").exists():
+        raise ValueError(f"{out}: holds a study's links.csv already; give each study its own --out folder")
     methods = [method_videos(m) for m in args.methods]
     clips = common_clips(methods)
     names = [m.name for m in methods]
@@ -97,7 +100,6 @@ def create(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.reference}: no reference for clip {clip} ({clip}.png, .jpg or .mp4)")
             references[clip] = found[0].resolve()
     consent = args.consent.read_text().strip() if args.consent else DEFAULT_CONSENT
-    out = args.out.resolve()
     shifted = {}
     for shown in sorted(attention_videos(args.participants, args.attention_checks, names, clips),
                         key=lambda s: (s.method, s.clip)):
