@@ -218,7 +218,10 @@ def prefix_proxy(target: str, prefix: str):
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the browser dropped a video request it no longer needs
+                self.close_connection = True
             upstream.close()
 
         do_GET = do_POST = do_PUT = _forward

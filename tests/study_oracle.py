@@ -45,9 +45,12 @@ def binomial_two_sided(k: int, n: int) -> float:
     return min(1.0, sum(q for q in pmf if q <= pmf[k] * (1 + 1e-7)))
 
 
-def krippendorff_alpha(units: dict, metric: str) -> float:
-    """units: {unit: {rater: value}}; metric "nominal" or "ordinal"."""
+def krippendorff_alpha(units: dict, metric: str) -> float | None:
+    """units: {unit: {rater: value}}; metric "nominal" or "ordinal"; None when a single value was given (alpha is
+    0/0 then)."""
     values = sorted({v for judged in units.values() for v in judged.values()})
+    if len(values) < 2:
+        return None
     index = {v: i for i, v in enumerate(values)}
     o = np.zeros((len(values), len(values)))
     for judged in units.values():
@@ -90,7 +93,7 @@ def excluded_participants(rows: list[dict], totals: dict[int, int], max_failed: 
 
 
 def expected_preferences(analysed: list[dict], methods: list[str], criteria: list[str]
-                         ) -> tuple[dict[tuple[str, str, str], dict], dict[str, float]]:
+                         ) -> tuple[dict[tuple[str, str, str], dict], dict[str, float | None]]:
     """Per (criterion, A, B): n, A's wins, rate, Wilson interval, binomial p; per criterion the nominal alpha over
     units (clip, pair) with value 1 when A was preferred."""
     import itertools

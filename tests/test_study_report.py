@@ -57,7 +57,8 @@ def test_report_numbers_equal_hand_computed_ones(design, folders, tmp_path):
             assert float(p["median_trial_seconds"]) == pytest.approx(statistics.median(seconds), abs=2e-3)
             assert float(p["minutes"]) > 0
 
-    alphas = {r["criterion"]: float(r["krippendorff_alpha"]) for r in read_csv(out / "agreement.csv")}
+    alphas = {r["criterion"]: float(r["krippendorff_alpha"]) if r["krippendorff_alpha"] else None
+              for r in read_csv(out / "agreement.csv")}
     if design == "2afc":
         reported = {(r["criterion"], r["method_a"], r["method_b"]): r for r in read_csv(out / "preferences.csv")}
         expected, expected_alphas = expected_preferences(analysed, list(METHODS), list(CRITERIA))
