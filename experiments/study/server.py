@@ -32,7 +32,7 @@ from experiments.study.participation import (ParticipationError, current_trial, 
                                              total_trials, answered_count)
 from experiments.study.results import study_answers
 from experiments.study.store import hash_token
-from experiments.study.wording import instructions, question
+from experiments.study.wording import RATING_LABELS, instructions, question
 
 STATIC = Path(__file__).resolve().parent / "static"
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -106,6 +106,7 @@ def create_app(url: str, migrate: bool = False, max_body_bytes: int = MAX_BODY_B
                 "videos": [f"{base}/media/{m.media_id}" for m in trial.media],
                 "reference": f"{base}/reference/{trial.position}"
                 if trial.criterion == "identity" and trial.clip.reference_path else None,
+                "scale": list(RATING_LABELS) if trial.kind == "rating" else None,
             }
         return out
 

@@ -82,7 +82,7 @@
       });
     } else {
       for (let r = 1; r <= 5; r++) {
-        const b = el("button", {type: "button", id: "rate-" + r, "data-rating": String(r), text: String(r)});
+        const b = el("button", {type: "button", id: "rate-" + r, "data-rating": String(r), text: trial.scale[r - 1]});
         b.addEventListener("click", () => answer({trial: trial.trial, rating: r}));
         buttons.append(b);
       }
