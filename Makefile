@@ -24,7 +24,8 @@ install: $(STAMP)
 # lip refinement of EmoDiff's samples and the face-vid2vid renderer on held-out speakers; generate lip-refined
 # Live Link Face CSVs, and a talking video of a real portrait (skimage's astronaut) from held-out speech;
 # evaluate that video, and two held-out clips generated from their speech, emotion and first frame (dtl eval);
-# compare the runs (table printed, markdown + HTML in outputs/demo_report/).
+# set up a blind user study of the held-out clips against the corpus's renders (`dtl study serve --db
+# outputs/demo_study` serves it; docs/study.md); compare the runs (table printed, markdown + HTML in outputs/demo_report/).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: install
 	$(DTL) data demo --root data/demo
@@ -45,6 +46,8 @@ demo: install
 		--out outputs/demo_eval
 	$(DTL) eval outputs/demo_heldout --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
 		--renderer outputs/renderer_demo/demo --limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
+	rm -rf outputs/demo_study && $(DTL) study create demo emodiff_fv2v=outputs/demo_heldout corpus=data/demo \
+		--criteria lip_sync realism --participants 4 --attention-checks 1 --out outputs/demo_study
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report
@@ -61,7 +64,7 @@ bench: install
 
 clean-demo:
 	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated outputs/demo_report outputs/demo_portrait.png \
-		outputs/demo_video outputs/demo_eval outputs/demo_heldout
+		outputs/demo_video outputs/demo_eval outputs/demo_heldout outputs/demo_study
 
 # The kit a lent GPU machine needs (it reaches no registry): the wheels of benchmarks/gpu_kit.txt for Python 3.12
 # into .whl/ (lines marked "# sdist" are built here: PyPI has no wheel of them), glvnd's EGL/GL packages into
