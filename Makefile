@@ -36,8 +36,9 @@ install: $(STAMP)
 # Live Link Face CSVs, and talking videos of a real portrait (skimage's astronaut) from held-out speech, by the
 # training-free warp renderer (outputs/demo_video/, with a 6-frame strip PNG) and by the face-vid2vid run
 # (outputs/demo_video/face_vid2vid/); evaluate the warp video, and two held-out clips generated (warp) from their
-# speech, emotion and first frame (dtl eval);
-# compare the runs (table printed, markdown + HTML in outputs/demo_report/).
+# speech, emotion and first frame (dtl eval); set up a blind user study of the held-out clips against the corpus's
+# renders (`dtl study serve --db outputs/demo_study` serves it; docs/study.md); compare the runs (table printed,
+# markdown + HTML in outputs/demo_report/).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: sysdeps install
 	$(DTL) data demo --root data/demo
@@ -61,6 +62,8 @@ demo: sysdeps install
 		--out outputs/demo_eval
 	$(DTL) eval outputs/demo_heldout --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
 		--limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
+	rm -rf outputs/demo_study && $(DTL) study create demo emodiff_warp=outputs/demo_heldout corpus=data/demo \
+		--criteria lip_sync realism --participants 4 --attention-checks 1 --out outputs/demo_study
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report
@@ -77,7 +80,7 @@ bench: install
 
 clean-demo:
 	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated outputs/demo_report outputs/demo_portrait.png \
-		outputs/demo_video outputs/demo_eval outputs/demo_heldout
+		outputs/demo_video outputs/demo_eval outputs/demo_heldout outputs/demo_study
 
 # The kit a lent GPU machine needs (it reaches no registry): the wheels of benchmarks/gpu_kit.txt for Python 3.12
 # into .whl/ (lines marked "# sdist" are built here: PyPI has no wheel of them), glvnd's EGL/GL packages into

@@ -38,6 +38,8 @@ SUBCOMMANDS = {
                           "check the pretrained weights the metrics need: dtl weights check"),
     "export": Subcommand("experiments.export:main",
                          "DeepSpeed ZeRO checkpoint -> one fp32 file: dtl export RUN_DIR_OR_CKPT [--out FILE]"),
+    "study": Subcommand("experiments.study.cli:main",
+                        "blind user studies of generated videos: dtl study create | serve | report | migrate"),
 }
 
 
