@@ -17,8 +17,8 @@ def main() -> None:
     from datamodules.extraction.extract import find_videos
     from datamodules.extraction.face_track import FaceTracker, to_camera_pixels
     from datamodules.extraction.landmark_fit import fit_landmarks
-    from datamodules.extraction.rig_landmarks import default_calibration
     from dtl_foundation.media.video_read import read_frames
+    from rendering.rig_landmarks import default_calibration
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("corpus")

@@ -18,17 +18,36 @@ import numpy as np
 import pytest
 import torch
 
-from dtl_foundation.arkit import ARKIT_NAMES, INDEX, MEDIAPIPE_NAMES, MOUTH_INDICES
 from datamodules.corpus import load_track
-from datamodules.manifest import ClipRecord, Manifest
-from datamodules.extraction.expression_prior import (ExpressionPrior, MomentSums, PriorError, learn_prior,
-                                                     prior_from_tracks)
-from datamodules.extraction.extract import (ExtractError, ExtractOptions, find_videos, is_done, parse_shard,
-                                            prior_sha256, run_extraction, select)
+from datamodules.extraction.expression_prior import (
+    ExpressionPrior,
+    MomentSums,
+    PriorError,
+    learn_prior,
+    prior_from_tracks,
+)
+from datamodules.extraction.extract import (
+    ExtractError,
+    ExtractOptions,
+    find_videos,
+    is_done,
+    parse_shard,
+    prior_sha256,
+    run_extraction,
+    select,
+)
 from datamodules.extraction.landmark_fit import RigCamera, fit_landmarks, fit_speaker
-from datamodules.extraction.mediapipe_backend import (MODEL_URL, MediaPipeBackend, MediaPipeUnavailableError,
-                                                      matrix_to_pose, resolve_model, scores_to_arkit)
+from datamodules.extraction.mediapipe_backend import (
+    MODEL_URL,
+    MediaPipeBackend,
+    MediaPipeUnavailableError,
+    matrix_to_pose,
+    resolve_model,
+    scores_to_arkit,
+)
 from datamodules.extraction.quality import QualityThresholds, clip_quality
+from datamodules.manifest import ClipRecord, Manifest
+from dtl_foundation.arkit import ARKIT_NAMES, INDEX, MEDIAPIPE_NAMES, MOUTH_INDICES
 
 REPO = Path(__file__).resolve().parents[1]
 SMILE = [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]
@@ -48,14 +67,14 @@ def cache_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def calibration(cache_dir):
-    from datamodules.extraction.rig_landmarks import default_calibration
+    from rendering.rig_landmarks import default_calibration
 
     return default_calibration(cache_dir=cache_dir)
 
 
 def test_calibration_ties_landmarks_to_the_mesh(calibration, cache_dir):
     """dlib's landmarks on the rendered rig follow the chosen vertices within a few pixels over all renderings."""
-    from datamodules.extraction.rig_landmarks import calibration_path, default_calibration
+    from rendering.rig_landmarks import calibration_path, default_calibration
 
     assert np.median(calibration.residual_px) < 3.0, calibration.residual_px  # pixels of a 384 px rendering
     assert np.all(calibration.residual_px < 8.0)

@@ -107,7 +107,7 @@ def test_jaw_probe_on_real_and_rendered_portraits(warp, astronaut):
     import skimage.data
 
     from metrics.mouth_motion import jaw_probe
-    from rendering.warp.jaw_probe import probe_warp
+    from metrics.warp_jaw_probe import probe_warp
 
     probe = jaw_probe(image_size=256)
     rendered = (probe.frames[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
@@ -122,8 +122,8 @@ def test_jaw_probe_on_real_and_rendered_portraits(warp, astronaut):
 
 @pytest.mark.slow
 def test_identity_is_kept_over_ten_seconds_of_wide_speech_and_a_blink(warp, astronaut):
-    from metrics.identity import DlibFaceDescriptor
     from dtl_foundation.media.portrait import find_face
+    from metrics.identity import DlibFaceDescriptor
 
     fps, seconds = 25, 10
     t = np.arange(fps * seconds) / fps

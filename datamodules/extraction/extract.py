@@ -26,8 +26,19 @@ import numpy as np
 from tqdm import tqdm
 
 from datamodules.extraction.quality import QualityThresholds, clip_quality
-from dtl_foundation.atomic_files import atomic_save_npy, atomic_save_npz, atomic_write_text
-from dtl_foundation.mead import CORPUS_INFO_FILE, EMOTIONS, VIDEO_EXTENSIONS, ClipKey, levels_of, parse_level_dir
+from dtl_foundation.atomic_files import (
+    atomic_save_npy,
+    atomic_save_npz,
+    atomic_write_text,
+)
+from dtl_foundation.mead import (
+    CORPUS_INFO_FILE,
+    EMOTIONS,
+    VIDEO_EXTENSIONS,
+    ClipKey,
+    levels_of,
+    parse_level_dir,
+)
 
 log = logging.getLogger(__name__)
 BOOKS = "extraction"
@@ -165,7 +176,9 @@ def csv_path(options: ExtractOptions, key: ClipKey) -> Path:
 
 def prior_sha256(options: ExtractOptions) -> str | None:
     """The sha256 of the prior file (None without one): a clip's record names the prior it was fitted with."""
-    from dtl_foundation.weights import sha256_of  # memoised on (path, size, mtime): asked once per clip
+    from dtl_foundation.weights import (
+        sha256_of,  # memoised on (path, size, mtime): asked once per clip
+    )
 
     if options.prior is None or options.backend != "fit":
         return None
@@ -214,7 +227,7 @@ def _worker_state(options: ExtractOptions) -> dict:
         torch.set_num_threads(1)
         if options.backend == "fit":
             from datamodules.extraction.face_track import FaceTracker
-            from datamodules.extraction.rig_landmarks import default_calibration
+            from rendering.rig_landmarks import default_calibration
 
             _STATE["calibration"] = default_calibration(options.calibration_size, options.cache_dir)
             _STATE["tracker"] = FaceTracker()
@@ -435,7 +448,7 @@ def run_extraction(options: ExtractOptions) -> ExtractReport:
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
     if options.backend == "fit":  # calibrate once here, so that the workers only read the cached calibration
-        from datamodules.extraction.rig_landmarks import default_calibration
+        from rendering.rig_landmarks import default_calibration
 
         load_prior(options)  # a bad prior file fails here, before any clip
         default_calibration(options.calibration_size, options.cache_dir)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from datamodules.extraction.rig_landmarks import NUM_LANDMARKS
+from rendering.rig_landmarks import NUM_LANDMARKS
 
 
 @dataclass

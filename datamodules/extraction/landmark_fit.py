@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from dtl_foundation.arkit import NUM_BLENDSHAPES
 from datamodules.extraction.expression_prior import ExpressionPrior
-from datamodules.extraction.rig_landmarks import NUM_LANDMARKS, RigLandmarks
+from dtl_foundation.arkit import NUM_BLENDSHAPES
+from rendering.rig_landmarks import NUM_LANDMARKS, RigLandmarks
 
 JAW_LINE = slice(0, 17)
 OUTER_EYE_CORNERS = (36, 45)

@@ -21,13 +21,25 @@ import torch.nn.functional as F
 from skimage.transform import SimilarityTransform
 
 from dtl_foundation.media.portrait import CropBox, crop_box_from_landmarks
-from rendering.warp.contours import (CONTOUR_PAIRS, EYELID_CONTOURS, NUM_LANDMARKS, facing_pairs, inner_lip_polygon,
-                                     interpolation_matrix)
+from rendering.warp.contours import (
+    CONTOUR_PAIRS,
+    EYELID_CONTOURS,
+    NUM_LANDMARKS,
+    facing_pairs,
+    inner_lip_polygon,
+    interpolation_matrix,
+)
 from rendering.warp.mesh_warp import MeshWarp, upsample
-from rendering.warp.mouth_interior import (OPENING_FADE, draw_interior, inner_lip_sides, lip_opening,
-                                           mouth_correspondence, polygon_mask, saturation)
+from rendering.warp.mouth_interior import (
+    OPENING_FADE,
+    draw_interior,
+    inner_lip_sides,
+    lip_opening,
+    mouth_correspondence,
+    polygon_mask,
+    saturation,
+)
 from rendering.warp.rig_points import RigPoints
-
 
 MAX_EYE_OPENING = 1.6  # eyes widen at most this much beyond the portrait's own opening
 

@@ -31,9 +31,9 @@ class WarpRenderer:
     def _rig(self):
         """The avatar renderer and the rig's control points, made on first use."""
         if self._avatar is None:
-            from datamodules.extraction.rig_landmarks import default_calibration
             from rendering.default_rig import default_rig
             from rendering.gl_renderer import FaceRenderer
+            from rendering.rig_landmarks import default_calibration
             from rendering.warp.rig_points import rig_points
 
             rig = default_rig()

@@ -15,9 +15,15 @@ import numpy as np
 import torch
 
 from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
-from datamodules.extraction.rig_landmarks import RigLandmarks, surface_masks, unproject
 from rendering.rig import FaceRig
-from rendering.warp.contours import DENSE, EYELID_CONTOURS, NUM_LANDMARKS, NUM_POINTS, interpolation_matrix
+from rendering.rig_landmarks import RigLandmarks, surface_masks, unproject
+from rendering.warp.contours import (
+    DENSE,
+    EYELID_CONTOURS,
+    NUM_LANDMARKS,
+    NUM_POINTS,
+    interpolation_matrix,
+)
 
 # expressions the dense vertices must move along with (score weight MOTION_WEIGHT against the rest position)
 MATCH_EXPRESSIONS = ({"jawOpen": 0.6}, {"mouthSmileLeft": 0.6, "mouthSmileRight": 0.6},

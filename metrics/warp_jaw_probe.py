@@ -14,8 +14,13 @@ import torch
 
 from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
 from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE
-from metrics.mouth_motion import MOUTH_MARGIN_PX, JawProbe, bounding_region, mouth_follows_jaw
 from dtl_foundation.media.portrait import crop, crop_box_from_landmarks, find_face
+from metrics.mouth_motion import (
+    MOUTH_MARGIN_PX,
+    JawProbe,
+    bounding_region,
+    mouth_follows_jaw,
+)
 from rendering.warp.renderer import WarpRenderer
 
 
