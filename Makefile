@@ -49,8 +49,14 @@ demo: install
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report
 
-test: install
+test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff's rules and the import contracts (layers, no circles) of pyproject.toml; docs/architecture.md
+.PHONY: lint
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -1,8 +1,8 @@
 """LightningDataModule over talking videos: (source, driving) frame pairs from one video, face-cropped and resized.
 
 Each video is decoded once, cropped (a fixed square per video from dlib landmarks of its first frames, the framing
-dtl_foundation/media/portrait.py uses for portraits; or the centre square for videos that already are face crops) and cached
-as uint8 .npy under `cache_dir`, keyed by the file's path, size, mtime and the crop settings.
+dtl_foundation/media/portrait.py uses for portraits; or the centre square for videos that already are face crops) and
+cached as uint8 .npy under `cache_dir`, keyed by the file's path, size, mtime and the crop settings.
 Where the corpus has head pose tracks (<ID>/head_pose/..., the ground truth of `dtl data demo --video` or the estimates
 of `dtl data extract`), every item also carries the driving frame's (yaw, pitch, roll) for the head-pose loss.
 Splits: "speaker" keeps the manifest's held-out speakers for val/test; "frames" holds out the last

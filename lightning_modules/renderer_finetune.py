@@ -30,7 +30,8 @@ from lightning_modules.networks.face_vid2vid.training_losses import (GAN_MODES, 
 
 PERCEPTUAL = ("vgg19", "none")
 DEFAULT_WEIGHTS = {"l1": 10.0, "perceptual": (10, 10, 10, 10, 10), "generator_gan": 1.0, "discriminator_gan": 1.0,
-                   "feature_matching": (10, 10, 10, 10), "equivariance": 10.0, "keypoint": 10.0, "head_pose": 20.0, "deformation": 5.0}
+                   "feature_matching": (10, 10, 10, 10), "equivariance": 10.0, "keypoint": 10.0, "head_pose": 20.0,
+                   "deformation": 5.0}
 
 
 def plain(value):

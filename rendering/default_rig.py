@@ -530,7 +530,8 @@ class _ShapeBuilder:
             self.add(f"mouthSmile{side}", corner_wide[:, None] * [s * 0.006, 0.008, -0.004])
             self.add(f"mouthFrown{side}", corner[:, None] * [s * 0.001, -0.007, -0.001])
             dimple = self.near(s * (L.mouth_w + 0.007), L.mouth_y, 0.004, 0.005)
-            self.add(f"mouthDimple{side}", corner[:, None] * [s * 0.004, 0.0, -0.003] + dimple[:, None] * [0, 0, -0.004])
+            self.add(f"mouthDimple{side}",
+                     corner[:, None] * [s * 0.004, 0.0, -0.003] + dimple[:, None] * [0, 0, -0.004])
             self.add(f"mouthStretch{side}", corner_wide[:, None] * [s * 0.008, -0.003, -0.003])
             self.add(f"mouthPress{side}", (up * self.half(s))[:, None] * [0.0, -0.0015, -0.0025]
                      + (lo * self.half(s))[:, None] * [0.0, 0.0015, -0.0025])
@@ -598,7 +599,8 @@ class _ShapeBuilder:
             self.add(f"cheekSquint{side}", squint[:, None] * [0.0, 0.0045, 0.0015]
                      + self._lid_delta(LOWER_LID, eye["centre"], eye["lids"][LOWER_LID], "cheek", _lower_edge))
             sneer = (self.near(s * 0.012, L.nose_tip_y + 0.004, 0.007, 0.008)
-                     + 0.6 * self.near(s * 0.011, (L.nose_tip_y + L.nose_root_y) / 2, 0.006, 0.012)) * self.half(s, 0.003)
+                     + 0.6 * self.near(s * 0.011, (L.nose_tip_y + L.nose_root_y) / 2, 0.006, 0.012))
+            sneer = sneer * self.half(s, 0.003)
             lip_side = self.near(s * 0.012, L.mouth_y + 0.006, 0.008, 0.005) * self.upper
             self.add(f"noseSneer{side}", sneer[:, None] * [s * 0.0008, 0.0035, 0.0008]
                      + lip_side[:, None] * [0.0, 0.0015, 0.0])

@@ -529,7 +529,7 @@ def test_mediapipe_model_is_required_and_checked(tmp_path, monkeypatch):
     digest = hashlib.sha256(b"a model file").hexdigest()
     assert resolve_model(model, digest) == model
     try:
-        import mediapipe  # noqa: F401
+        import mediapipe  # noqa: F401  (whether it is installed)
     except ImportError:
         with pytest.raises(MediaPipeUnavailableError, match=r"pip install -e '\.\[mediapipe\]'"):
             MediaPipeBackend(model, digest)

@@ -353,7 +353,8 @@ def _hand_made_glb(path: Path, names: list[str]) -> None:
     blob = positions.tobytes() + indices.tobytes() + b"".join(t.tobytes() for t in targets)
     views = [pygltflib.BufferView(buffer=0, byteOffset=0, byteLength=48),
              pygltflib.BufferView(buffer=0, byteOffset=48, byteLength=12)]
-    accessors = [pygltflib.Accessor(bufferView=0, componentType=5126, count=4, type="VEC3", min=[0, 0, 0], max=[1, 1, 0]),
+    accessors = [pygltflib.Accessor(bufferView=0, componentType=5126, count=4, type="VEC3", min=[0, 0, 0],
+                                    max=[1, 1, 0]),
                  pygltflib.Accessor(bufferView=1, componentType=5123, count=6, type="SCALAR")]
     for k in range(len(names)):
         views.append(pygltflib.BufferView(buffer=0, byteOffset=60 + 48 * k, byteLength=48))
@@ -406,7 +407,8 @@ def test_demo_videos_are_written_resumably_with_a_face_per_speaker(small_corpus,
     from dtl_foundation.mead import ClipKey
     from datamodules.demo.videos import render_demo_videos
 
-    keys = [ClipKey("M001", "happy", 3, "001"), ClipKey("W002", "happy", 3, "001"), ClipKey("W002", "neutral", 1, "001")]
+    keys = [ClipKey("M001", "happy", 3, "001"), ClipKey("W002", "happy", 3, "001"),
+            ClipKey("W002", "neutral", 1, "001")]
     clips = [k.clip_id for k in keys]
     videos, audios = [k.video_path(small_corpus) for k in keys], [k.audio_path(small_corpus) for k in keys]
     report = render_demo_videos(small_corpus, size=64, clip_ids=clips, progress=False, cache_dir=tmp_path)

@@ -32,7 +32,8 @@ def head_motion(frames: int, fps: float, rng: np.random.Generator, degrees: floa
         freqs = rng.uniform(0.08, 0.6, 3)
         phases = rng.uniform(0, 2 * np.pi, 3)
         weights = rng.dirichlet(np.ones(3))
-        poses[:, axis] = degrees * scale * (weights[None] * np.sin(2 * np.pi * freqs[None] * t[:, None] + phases)).sum(1)
+        waves = np.sin(2 * np.pi * freqs[None] * t[:, None] + phases)
+        poses[:, axis] = degrees * scale * (weights[None] * waves).sum(1)
     return poses
 
 

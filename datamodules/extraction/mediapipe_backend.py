@@ -57,7 +57,7 @@ def resolve_model(path: str | os.PathLike | None, sha256: str | None) -> Path:
 def import_mediapipe():
     try:
         import mediapipe
-        from mediapipe.tasks.python import vision  # noqa: F401
+        from mediapipe.tasks.python import vision  # noqa: F401  (the tasks API is checked here, used later)
     except ImportError as e:
         raise MediaPipeUnavailableError(
             "the mediapipe backend needs the `mediapipe` package (pip install -e '.[mediapipe]'; it has wheels for "

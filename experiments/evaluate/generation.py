@@ -63,7 +63,8 @@ def generate_split(checkpoint: str | Path, renderer: str | Path, out: str | Path
         if (videos / f"{clip.clip_id}.mp4").is_file():
             kept.append(clip.clip_id)
             continue
-        portrait = portrait_from_image(read_frames(clip.video_path)[0], transfer.model.image_size, source=clip.video_path)
+        first_frame = read_frames(clip.video_path)[0]
+        portrait = portrait_from_image(first_frame, transfer.model.image_size, source=clip.video_path)
         generate_video(trained, transfer, portrait, Path(clip.audio_path), clip.emotion, clip.level, videos,
                        refiner=refined, steps=steps, guidance=guidance, seed=seed, progress=False,
                        stem=clip.clip_id, side_dir=avatars)

@@ -95,7 +95,8 @@ class Scorer:
 
 class SyncNetScores(Scorer):
     """LSE-C / LSE-D / AV offset with SyncNet v2 on 224 px crops around dlib's face boxes (detected every
-    `face_stride` frames and interpolated between), as dtl_foundation.media.face_crop reproduces syncnet_python's crops."""
+    `face_stride` frames and interpolated between), as dtl_foundation.media.face_crop reproduces syncnet_python's
+    crops."""
 
     group = "lse"
 
