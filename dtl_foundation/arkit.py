@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dtl_foundation.atomic_files import atomic_write_text
+
 # Apple / Live Link Face order (the order of a Live Link Face CSV header).
 ARKIT_NAMES: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
@@ -156,8 +158,6 @@ class LiveLinkTrack:
 
 def write_live_link_csv(path: str | os.PathLike, track: LiveLinkTrack) -> None:
     """Write a Live Link Face CSV (importable by MetaHuman/Unreal and Blender add-ons), atomically."""
-    from dtl_foundation.atomic_files import atomic_write_text
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(LLF_HEADER)

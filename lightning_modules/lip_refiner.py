@@ -15,6 +15,8 @@ from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.mouth_perturbation import perturb_mouth
 from lightning_modules.optimization import optimizer_config
 from metrics.blendshape import EmotionAccuracy
+from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
+from lightning_modules.trained_model import load_trained_model
 
 SOURCES = ("perturbed", "emodiff", "mixed")
 
@@ -58,13 +60,9 @@ class LipRefiner(L.LightningModule):
         if self.hparams.emodiff_run and "emodiff" not in self._frozen:
             self._frozen["emodiff"] = self._load_emodiff(datamodule)
         if self.hparams.emotion_classifier and "judge" not in self._frozen:
-            from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
-
             self._frozen["judge"] = BlendshapeEmotionClassifier.load_frozen(self.hparams.emotion_classifier)
 
     def _load_emodiff(self, datamodule: Any) -> nn.Module:
-        from lightning_modules.trained_model import load_trained_model
-
         trained = load_trained_model(self.hparams.emodiff_run)
         if datamodule is not None and getattr(datamodule, "audio_mean", None) is not None:
             if not torch.allclose(torch.as_tensor(datamodule.audio_mean), torch.as_tensor(trained.audio_mean),

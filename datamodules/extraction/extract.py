@@ -25,9 +25,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from datamodules.extraction.quality import QualityThresholds, clip_quality
+from datamodules.extraction.quality import ClipQuality, QualityThresholds, clip_quality
 from dtl_foundation.atomic_files import atomic_save_npy, atomic_save_npz, atomic_write_text
 from dtl_foundation.mead import CORPUS_INFO_FILE, EMOTIONS, VIDEO_EXTENSIONS, ClipKey, levels_of, parse_level_dir
+from datamodules.corpus import DEFAULT_FPS, read_corpus_info
+from datamodules.extraction.expression_prior import ExpressionPrior, PriorError
+from datamodules.extraction.face_track import FaceTracker, to_camera_pixels
+from datamodules.extraction.landmark_fit import FitError, fit_landmarks, fit_speaker
+from datamodules.extraction.mediapipe_backend import MediaPipeBackend, MediaPipeUnavailableError
+from datamodules.extraction.rig_landmarks import default_calibration
+from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.media.video_read import VideoReadError, read_frames
+from dtl_foundation.weights import sha256_of
 
 log = logging.getLogger(__name__)
 BOOKS = "extraction"
@@ -165,8 +174,6 @@ def csv_path(options: ExtractOptions, key: ClipKey) -> Path:
 
 def prior_sha256(options: ExtractOptions) -> str | None:
     """The sha256 of the prior file (None without one): a clip's record names the prior it was fitted with."""
-    from dtl_foundation.weights import sha256_of  # memoised on (path, size, mtime): asked once per clip
-
     if options.prior is None or options.backend != "fit":
         return None
     return sha256_of(Path(options.prior))
@@ -213,15 +220,10 @@ def _worker_state(options: ExtractOptions) -> dict:
         _STATE["key"] = key
         torch.set_num_threads(1)
         if options.backend == "fit":
-            from datamodules.extraction.face_track import FaceTracker
-            from datamodules.extraction.rig_landmarks import default_calibration
-
             _STATE["calibration"] = default_calibration(options.calibration_size, options.cache_dir)
             _STATE["tracker"] = FaceTracker()
             _STATE["prior"] = load_prior(options)
         else:
-            from datamodules.extraction.mediapipe_backend import MediaPipeBackend
-
             _STATE["mediapipe"] = MediaPipeBackend(options.model, options.model_sha256)
     return _STATE
 
@@ -230,8 +232,6 @@ def load_prior(options: ExtractOptions):
     """The ExpressionPrior of --prior (None without one); an unreadable file is an ExtractError naming it."""
     if options.prior is None:
         return None
-    from datamodules.extraction.expression_prior import ExpressionPrior, PriorError
-
     try:
         return ExpressionPrior.load(options.prior)
     except PriorError as e:
@@ -239,8 +239,6 @@ def load_prior(options: ExtractOptions):
 
 
 def _decode(clip: ClipVideo, fps: float) -> np.ndarray:
-    from dtl_foundation.media.video_read import VideoReadError, read_frames
-
     try:
         return read_frames(clip.video, fps)
     except VideoReadError as e:
@@ -250,8 +248,6 @@ def _decode(clip: ClipVideo, fps: float) -> np.ndarray:
 def clip_landmarks(options: ExtractOptions, clip: ClipVideo) -> tuple[np.ndarray, np.ndarray]:
     """(T, 68, 2) landmarks in the calibration camera's pixels (NaN without a face) and (T,) detector hits,
     from the cache or by decoding and tracking the video."""
-    from datamodules.extraction.face_track import to_camera_pixels
-
     path = landmarks_path(options, clip)
     if path.is_file():
         try:
@@ -270,8 +266,6 @@ def clip_landmarks(options: ExtractOptions, clip: ClipVideo) -> tuple[np.ndarray
 
 def speaker_shape(options: ExtractOptions, speaker: str, clips: list[ClipVideo]) -> dict:
     """Fit (or read) the face shape of a speaker on up to SPEAKER_SHAPE_CLIPS of their clips, neutral first."""
-    from datamodules.extraction.landmark_fit import FitError, fit_speaker
-
     path = speaker_path(options, speaker)
     if path.is_file():
         try:
@@ -304,8 +298,6 @@ def speaker_shape(options: ExtractOptions, speaker: str, clips: list[ClipVideo])
 
 
 def _fit_clip(options: ExtractOptions, clip: ClipVideo, shape: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    from datamodules.extraction.landmark_fit import FitError, fit_landmarks
-
     state = _worker_state(options)
     landmarks, detected = clip_landmarks(options, clip)
     face = np.isfinite(landmarks).all(axis=(1, 2))
@@ -337,8 +329,6 @@ def _check_clip(frames: int, face: np.ndarray, options: ExtractOptions) -> None:
 
 def extract_clip(options: ExtractOptions, clip: ClipVideo, shape: dict | None = None) -> dict:
     """Extract one clip and write its outputs and record; returns the record (status ok or failed)."""
-    from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
-
     start = time.perf_counter()
     record = {"clip_id": clip.clip_id, "video": str(clip.video), "backend": options.backend, "fps": options.fps,
               "prior": None if options.prior is None else str(options.prior), "prior_sha256": prior_sha256(options)}
@@ -366,8 +356,6 @@ def extract_clip(options: ExtractOptions, clip: ClipVideo, shape: dict | None = 
 
 
 def _quality_from(values: dict):
-    from datamodules.extraction.quality import ClipQuality
-
     return ClipQuality(**{k: (float("nan") if v is None else v) for k, v in values.items()})
 
 
@@ -397,8 +385,6 @@ def remove_stale_temporaries(options: ExtractOptions) -> int:
 
 def _check_fps_info(options: ExtractOptions) -> None:
     """The output root's CORPUS.json must not give the .npy tracks another rate; one is written if needed."""
-    from datamodules.corpus import DEFAULT_FPS, read_corpus_info
-
     info = read_corpus_info(options.out)
     if "fps" in info and float(info["fps"]) != options.fps:
         raise ExtractError(f"{options.out / CORPUS_INFO_FILE} says the tracks are at {info['fps']} fps but "
@@ -435,13 +421,9 @@ def run_extraction(options: ExtractOptions) -> ExtractReport:
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
     if options.backend == "fit":  # calibrate once here, so that the workers only read the cached calibration
-        from datamodules.extraction.rig_landmarks import default_calibration
-
         load_prior(options)  # a bad prior file fails here, before any clip
         default_calibration(options.calibration_size, options.cache_dir)
     else:  # fail fast with the model or package error, before any worker starts
-        from datamodules.extraction.mediapipe_backend import MediaPipeUnavailableError
-
         try:
             _worker_state(options)
         except MediaPipeUnavailableError as e:
