@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip
-from datamodules.corpus import load_track, scan_corpus
+from datamodules.corpus import scan_corpus
+from datamodules.tracks import load_track
 from datamodules.feature_cache import FeatureCache, precompute_features
 from datamodules.features import FeatureConfig, FeatureStats, frame_loudness_db
 from datamodules.manifest import Manifest

@@ -13,7 +13,8 @@ from datamodules.corpus import scan_corpus
 from datamodules.demo.build import build_demo_corpus
 from datamodules.demo.videos import render_demo_videos
 from datamodules.extraction.expression_prior import PriorError, prior_from_tracks
-from datamodules.extraction.extract import ExtractError, ExtractOptions, excluded_clip_ids, parse_shard, run_extraction
+from datamodules.extraction.books import ExtractError, ExtractOptions, excluded_clip_ids, parse_shard
+from datamodules.extraction.extract import run_extraction
 from datamodules.extraction.quality import QualityThresholds
 from datamodules.feature_cache import FeatureCache, precompute_features
 from datamodules.features import FeatureConfig

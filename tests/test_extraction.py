@@ -19,12 +19,13 @@ import pytest
 import torch
 
 from dtl_foundation.arkit import ARKIT_NAMES, INDEX, MEDIAPIPE_NAMES, MOUTH_INDICES
-from datamodules.corpus import load_track
+from datamodules.tracks import load_track
 from datamodules.manifest import ClipRecord, Manifest
 from datamodules.extraction.expression_prior import (ExpressionPrior, MomentSums, PriorError, learn_prior,
                                                      prior_from_tracks)
-from datamodules.extraction.extract import (ExtractError, ExtractOptions, find_videos, is_done, parse_shard,
-                                            prior_sha256, run_extraction, select)
+from datamodules.extraction.books import (ExtractError, ExtractOptions, find_videos, is_done, parse_shard,
+                                          prior_sha256, select)
+from datamodules.extraction.extract import run_extraction
 from datamodules.extraction.landmark_fit import RigCamera, fit_landmarks, fit_speaker
 from datamodules.extraction.mediapipe_backend import (MODEL_URL, MediaPipeBackend, MediaPipeUnavailableError,
                                                       matrix_to_pose, resolve_model, scores_to_arkit)

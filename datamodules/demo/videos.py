@@ -13,7 +13,8 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from datamodules.corpus import load_track, scan_corpus
+from datamodules.corpus import scan_corpus
+from datamodules.tracks import load_track
 from dtl_foundation.atomic_files import atomic_save_npy
 from dtl_foundation.mead import ClipKey
 from rendering.default_rig import default_rig

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
 from dtl_foundation.atomic_files import atomic_save_npz
 from dtl_foundation.mead import TRACK_EXTENSIONS
-from datamodules.corpus import CorpusError, check_track_values, load_track
+from datamodules.tracks import CorpusError, check_track_values, load_track
 from datamodules.manifest import Manifest
 
 PRIOR_FORMAT = "dtl-expression-prior"

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from datamodules.blendshape_datamodule import resample_track
-from datamodules.corpus import load_track
+from datamodules.tracks import load_track
 from datamodules.features import compute_features
 from dtl_foundation.mead import EMOTION_INDEX, EMOTIONS, levels_of
 from lightning_modules.trained_model import TrainedModel, load_trained_model
