@@ -16,7 +16,8 @@ from PIL import Image
 
 from dtl_foundation.arkit import ARKIT_NAMES, INDEX, NUM_BLENDSHAPES
 from dtl_foundation.media.audio import load_audio
-from rendering.default_rig import FaceParams, build_default_rig, cache_key, default_rig
+from rendering.default_rig import build_default_rig, cache_key, default_rig
+from rendering.face_params import FaceParams
 from rendering.gl_renderer import EGL_DEBIAN_PACKAGES, EGLUnavailableError, FaceRenderer, RenderError, create_context
 from rendering.gltf_loader import GltfError, arkit_name, load_gltf_rig
 from rendering.gltf_writer import write_glb

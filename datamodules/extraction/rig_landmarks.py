@@ -22,7 +22,8 @@ import numpy as np
 from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
 from dtl_foundation.atomic_files import atomic_save_npz
 from dtl_foundation.media.face_detect import FaceLandmarker
-from rendering.default_rig import FaceParams, default_cache_dir, default_rig
+from rendering.default_rig import default_cache_dir, default_rig
+from rendering.face_params import FaceParams
 from rendering.gl_renderer import FaceRenderer
 
 log = logging.getLogger(__name__)
