@@ -68,8 +68,14 @@ demo: sysdeps install
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report
 
-test: sysdeps install
+test: sysdeps install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff's rules and the import contracts (layers, no circles) of pyproject.toml; docs/architecture.md
+.PHONY: lint
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test-fast: sysdeps install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

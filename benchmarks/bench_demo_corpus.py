@@ -1,4 +1,5 @@
-"""Demo corpus build time: the default corpus (6 speakers x 22 emotion-levels x 10 sentences), cold, per worker count."""
+"""Demo corpus build time: the default corpus (6 speakers x 22 emotion-levels x 10 sentences), cold, per worker
+count."""
 
 from __future__ import annotations
 

@@ -28,10 +28,10 @@ from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.evaluate.command import evaluate  # noqa: E402
-from experiments.evaluate.scorers import METRIC_GROUPS, EvalOptions  # noqa: E402
-from metrics.fid import write_seeded_fid_inception  # noqa: E402
-from dtl_foundation.weights import MissingWeightsError, WeightsChecksumError, resolve_weights  # noqa: E402
+from experiments.evaluate.command import evaluate
+from experiments.evaluate.scorers import METRIC_GROUPS, EvalOptions
+from metrics.fid import write_seeded_fid_inception
+from dtl_foundation.weights import MissingWeightsError, WeightsChecksumError, resolve_weights
 
 
 def joined_video(corpus: Path, seconds: float, work: Path) -> Path:

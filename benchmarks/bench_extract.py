@@ -14,7 +14,7 @@ import torch
 
 
 def main() -> None:
-    from datamodules.extraction.extract import find_videos
+    from datamodules.extraction.books import find_videos
     from datamodules.extraction.face_track import FaceTracker, to_camera_pixels
     from datamodules.extraction.landmark_fit import fit_landmarks
     from dtl_foundation.media.video_read import read_frames

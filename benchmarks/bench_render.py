@@ -55,8 +55,8 @@ def bench_demo(clips: int, size: int, aa: str, corpus: Path | None) -> None:
         step = max(len(all_clips) // clips, 1)
         chosen = [r.clip_id for r in all_clips[::step][:clips]]  # spread over speakers and emotions
         start, cpu = time.perf_counter(), time.process_time()
-        report = render_demo_videos(root, size=size, supersample=AA_MODES[aa]["supersample"], clip_ids=chosen, overwrite=True,
-                                    progress=False, cache_dir=Path(tmp) / "rigs")
+        report = render_demo_videos(root, size=size, supersample=AA_MODES[aa]["supersample"], clip_ids=chosen,
+                                    overwrite=True, progress=False, cache_dir=Path(tmp) / "rigs")
         seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
         total_frames = sum(r.frames for r in all_clips)
         per_frame = seconds / max(report["frames"], 1)
@@ -75,7 +75,8 @@ def main() -> None:
                         help="anti-aliasing: none, 2x2 supersampling (the default of FaceRenderer), 4x MSAA")
     parser.add_argument("--demo-clips", type=int, default=0, help="also time render_demo_videos on this many clips")
     parser.add_argument("--demo-corpus", type=Path, default=None, help="an existing demo corpus (default: build one)")
-    parser.add_argument("--demo-aa", default="ssaa2", choices=["none", "ssaa2"], help="anti-aliasing of the demo videos")
+    parser.add_argument("--demo-aa", default="ssaa2", choices=["none", "ssaa2"],
+                        help="anti-aliasing of the demo videos")
     args = parser.parse_args()
     context = create_context()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "

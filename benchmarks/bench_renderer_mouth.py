@@ -49,7 +49,8 @@ def main() -> int:
     print(f"corpus: {report['rendered']} talking videos of {args.speaker} in {time.perf_counter() - start:.0f} s")
     pairs = args.batch * max(args.every, 1)
     overrides = ["experiment=renderer_demo", f"trainer={args.trainer}", "run_id=mouth", f"seed={args.seed}",
-                 f"paths.output_root={work / 'outputs'}", f"data.corpus_dir={corpus}", f"paths.cache_dir={work / 'cache'}",
+                 f"paths.output_root={work / 'outputs'}", f"data.corpus_dir={corpus}",
+                 f"paths.cache_dir={work / 'cache'}",
                  f"data.speakers=[{args.speaker}]", "data.split_by=frames", "data.progress=false", "logger=csv",
                  "test=false", f"data.batch_size={args.batch}", f"data.pairs_per_epoch={pairs}",
                  f"trainer.max_steps={2 * args.steps}", "trainer.limit_val_batches=4", "callbacks.progress_bar=null",
@@ -60,7 +61,8 @@ def main() -> int:
     start = time.perf_counter()
     metrics = train(cfg)
     seconds = time.perf_counter() - start
-    print(f"training: {args.steps} generator steps (batch {args.batch}, 64 px, trainer={args.trainer}) in {seconds:.0f} s, "
+    print(f"training: {args.steps} generator steps (batch {args.batch}, 64 px, trainer={args.trainer}) "
+          f"in {seconds:.0f} s, "
           f"{args.steps / seconds:.1f} steps/s including validation and probes")
     rows = [row for path in sorted((work / "outputs" / "renderer_demo" / "mouth" / "csv").glob("attempt_*/metrics.csv"))
             for row in csv.DictReader(open(path)) if row.get("probe/mouth_r")]

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from study_helpers import create_study, make_methods, serve_process, simulate_participants  # noqa: E402
-from study_oracle import answered_rows  # noqa: E402
+from study_helpers import create_study, make_methods, serve_process, simulate_participants
+from study_oracle import answered_rows
 
 
 def main() -> int:

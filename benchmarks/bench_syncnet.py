@@ -39,7 +39,7 @@ from metrics.syncnet import (
 from dtl_foundation.media.video_read import read_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from talking_video import FACE_BOX, FPS, draw_frames, mouth_opening, speak, write_video  # noqa: E402
+from talking_video import FACE_BOX, FPS, draw_frames, mouth_opening, speak, write_video
 
 TEXT = ("the quick brown fox jumps over a lazy dog while seven happy people sing about rain in spring "
         "morning light across quiet rivers and distant hills where old friends meet again")

@@ -34,13 +34,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.evaluate.command import evaluate  # noqa: E402
-from experiments.evaluate.controls import animate, run_controls, write_clip  # noqa: E402
-from experiments.evaluate.inputs import match_videos  # noqa: E402
-from experiments.evaluate.scorers import METRIC_GROUPS, EvalOptions  # noqa: E402
-from experiments.evaluate.report import controls_table  # noqa: E402
-from dtl_foundation.media.face_detect import FaceLandmarker  # noqa: E402
-from dtl_foundation.media.video_read import read_video  # noqa: E402
+from experiments.evaluate.command import evaluate
+from experiments.evaluate.controls import animate, run_controls, write_clip
+from experiments.evaluate.inputs import match_videos
+from experiments.evaluate.scorers import METRIC_GROUPS, EvalOptions
+from experiments.evaluate.report import controls_table
+from dtl_foundation.media.face_detect import FaceLandmarker
+from dtl_foundation.media.video_read import read_video
 
 
 def portrait_square(size: int = 256) -> np.ndarray:

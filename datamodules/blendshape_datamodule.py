@@ -10,11 +10,13 @@ import numpy as np
 import torch
 
 from datamodules.blendshape_dataset import BlendshapeWindowDataset, Clip
-from datamodules.corpus import load_track, scan_corpus
+from datamodules.corpus import scan_corpus
+from datamodules.tracks import load_track
 from datamodules.feature_cache import FeatureCache, precompute_features
 from datamodules.features import FeatureConfig, FeatureStats, frame_loudness_db
 from datamodules.manifest import Manifest
 from datamodules.split_loaders import SplitLoadersDataModule
+from datamodules.demo.build import build_demo_corpus
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.jsonl"
@@ -54,8 +56,6 @@ class BlendshapeDataModule(SplitLoadersDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.build_demo:
-            from datamodules.demo.build import build_demo_corpus
-
             build_demo_corpus(self.corpus_dir, speakers=self.hparams.demo_speakers,
                               sentences=self.hparams.demo_sentences, seed=self.hparams.demo_seed,
                               fps=self.hparams.fps)

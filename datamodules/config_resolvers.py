@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 def feature_dim(features: DictConfig) -> int:
     """Channels per blendshape frame of a `data.features` config node."""
-    from datamodules.features import FeatureConfig
+    from datamodules.features import FeatureConfig  # librosa and torch: `dtl submit` composes configs without them
 
     settings = {k: v for k, v in OmegaConf.to_container(features, resolve=True).items() if k != "_target_"}
     return FeatureConfig(**settings).dim

@@ -199,7 +199,7 @@ def _fill_one(cache: FeatureCache, path: str, fps: float) -> tuple[str, str | No
         _, computed = cache.load_or_compute(path, fps)
     except AudioError as e:
         return "failed", str(e)
-    except Exception as e:  # one damaged clip must not stop the other thousands; it is reported instead
+    except Exception as e:  # noqa: BLE001  (one damaged clip must not stop the others; it is reported)
         return "failed", f"{path}: {type(e).__name__} while computing features ({e})"
     return ("computed" if computed else "cached"), None
 

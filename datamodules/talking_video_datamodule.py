@@ -1,8 +1,8 @@
 """LightningDataModule over talking videos: (source, driving) frame pairs from one video, face-cropped and resized.
 
 Each video is decoded once, cropped (a fixed square per video from dlib landmarks of its first frames, the framing
-dtl_foundation/media/portrait.py uses for portraits; or the centre square for videos that already are face crops) and cached
-as uint8 .npy under `cache_dir`, keyed by the file's path, size, mtime and the crop settings.
+dtl_foundation/media/portrait.py uses for portraits; or the centre square for videos that already are face crops) and
+cached as uint8 .npy under `cache_dir`, keyed by the file's path, size, mtime and the crop settings.
 Where the corpus has head pose tracks (<ID>/head_pose/..., the ground truth of `dtl data demo --video` or the estimates
 of `dtl data extract`), every item also carries the driving frame's (yaw, pitch, roll) for the head-pose loss.
 Splits: "speaker" keeps the manifest's held-out speakers for val/test; "frames" holds out the last
@@ -29,6 +29,9 @@ from dtl_foundation.atomic_files import atomic_save_npy
 from datamodules.manifest import ClipRecord, Manifest
 from dtl_foundation.mead import ClipKey
 from dtl_foundation.media.video_read import VideoReadError, read_frames
+from dtl_foundation.media.face_detect import FaceLandmarker
+from dtl_foundation.media.portrait import CropBox, PortraitError, detect_crop_box
+from dtl_foundation.media.portrait import crop as crop_image  # `crop` names the policy argument below
 
 log = logging.getLogger(__name__)
 CROPS = ("detect", "center")
@@ -50,15 +53,11 @@ def with_videos(manifest: Manifest) -> list[ClipRecord]:
 
 def crop_video_frames(frames: np.ndarray, size: int, crop: str, source: str | os.PathLike) -> np.ndarray:
     """(T, size, size, 3) uint8 face crops of (T, H, W, 3) frames, one crop box for the whole video."""
-    from dtl_foundation.media.portrait import CropBox, PortraitError, crop as crop_image, detect_crop_box
-
     if crop == "center":
         height, width = frames.shape[1:3]
         side = min(height, width)
         box = CropBox(left=(width - side) / 2, top=(height - side) / 2, side=side)
     elif crop == "detect":
-        from dtl_foundation.media.face_detect import FaceLandmarker
-
         landmarker = FaceLandmarker(upsample=1)
         box = None
         for frame in frames[:DETECT_FRAMES]:

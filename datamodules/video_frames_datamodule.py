@@ -29,6 +29,9 @@ from dtl_foundation.mead import EMOTION_INDEX
 from datamodules.split_loaders import SplitLoadersDataModule
 from dtl_foundation.media.mfcc import MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES, syncnet_mfcc
 from dtl_foundation.media.video_read import VideoReadError, read_audio_track, read_frames
+from datamodules.demo.build import build_demo_corpus
+from datamodules.demo.videos import render_demo_videos
+from dtl_foundation.media.face_detect import FaceLandmarker
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -40,8 +43,6 @@ MANIFEST_NAME = "video_manifest.jsonl"
 def median_face_box(frames: np.ndarray, path: str | os.PathLike, probes: int = 3, upsample: int = 1
                     ) -> tuple[float, float, float, float]:
     """(left, top, right, bottom): the median of dlib's boxes on `probes` evenly spaced frames of (T, H, W, 3)."""
-    from dtl_foundation.media.face_detect import FaceLandmarker
-
     landmarker = FaceLandmarker(upsample=upsample)
     index = np.unique(np.linspace(0, len(frames) - 1, probes).round().astype(int))
     boxes = [face.box for i in index if (face := landmarker.detect(frames[i])) is not None]
@@ -315,13 +316,9 @@ class VideoFramesDataModule(SplitLoadersDataModule):
     def prepare_data(self) -> None:
         hp = self.hparams
         if hp.build_demo:
-            from datamodules.demo.build import build_demo_corpus
-
             build_demo_corpus(self.corpus_dir, speakers=hp.demo_speakers, sentences=hp.demo_sentences,
                               seed=hp.demo_seed)
         if hp.render_videos:
-            from datamodules.demo.videos import render_demo_videos
-
             everything = scan_corpus(self.corpus_dir, view=hp.view, val_speakers=0, test_speakers=0,
                                      on_error="skip", progress=False)
             wanted = [r.clip_id for r in self._selected(everything)]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dtl_foundation.atomic_files import atomic_write_text
+
 # Apple / Live Link Face order (the order of a Live Link Face CSV header).
 ARKIT_NAMES: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
@@ -156,8 +158,6 @@ class LiveLinkTrack:
 
 def write_live_link_csv(path: str | os.PathLike, track: LiveLinkTrack) -> None:
     """Write a Live Link Face CSV (importable by MetaHuman/Unreal and Blender add-ons), atomically."""
-    from dtl_foundation.atomic_files import atomic_write_text
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(LLF_HEADER)
@@ -179,7 +179,8 @@ def read_live_link_csv(path: str | os.PathLike, fps: float = 60.0) -> LiveLinkTr
     names = [h[0].lower() + h[1:] for h in bs_cols]
     col = {h: i for i, h in enumerate(header)}
     try:
-        raw = np.array([[float(r[col[h]]) for h in bs_cols] for r in body], dtype=np.float32).reshape(len(body), len(bs_cols))
+        raw = np.array([[float(r[col[h]]) for h in bs_cols] for r in body], dtype=np.float32)
+        raw = raw.reshape(len(body), len(bs_cols))
         pose = np.array([[float(r[col[h]]) if h in col else 0.0 for h in POSE_NAMES] for r in body],
                         dtype=np.float32).reshape(len(body), len(POSE_NAMES))
     except (ValueError, IndexError) as e:

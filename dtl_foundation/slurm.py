@@ -1,5 +1,6 @@
-"""Requeue this Slurm job when SIGUSR1 warns of the time limit (`#SBATCH --signal=SIGUSR1@S`), for jobs whose work
-resumes by itself when it starts again (`dtl data extract`); Lightning does the same for `dtl train`."""
+"""Where this process runs: its Slurm job id, whether it is rank 0 of a multi-process launch; and a requeue of
+this Slurm job when SIGUSR1 warns of the time limit (`#SBATCH --signal=SIGUSR1@S`), for jobs whose work resumes by
+itself when it starts again (`dtl data extract`); Lightning does the same for `dtl train`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def slurm_job_id() -> str | None:
     if array_job and task:
         return f"{array_job}_{task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def is_rank_zero() -> bool:
+    """Rank 0 of a launch by Slurm (SLURM_PROCID), torchrun or Lightning (RANK, LOCAL_RANK, NODE_RANK); also a
+    process outside any launch. Read from the environment at each call: Lightning sets it for the ranks it starts."""
+    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
 def requeue_on_sigusr1() -> bool:

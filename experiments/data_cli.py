@@ -9,11 +9,20 @@ import json
 import sys
 from pathlib import Path
 
+from datamodules.corpus import scan_corpus
+from datamodules.demo.build import build_demo_corpus
+from datamodules.demo.videos import render_demo_videos
+from datamodules.extraction.expression_prior import PriorError, prior_from_tracks
+from datamodules.extraction.books import ExtractError, ExtractOptions, excluded_clip_ids, parse_shard
+from datamodules.extraction.extract import run_extraction
+from datamodules.extraction.quality import QualityThresholds
+from datamodules.feature_cache import FeatureCache, precompute_features
+from datamodules.features import FeatureConfig
+from datamodules.manifest import Manifest
+from dtl_foundation.slurm import requeue_on_sigusr1
+
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from datamodules.corpus import scan_corpus
-    from datamodules.demo.build import build_demo_corpus
-
     root = build_demo_corpus(ns.root, speakers=ns.speakers, sentences=ns.sentences, seed=ns.seed,
                              workers=ns.workers)
     manifest = scan_corpus(root, val_speakers=1, test_speakers=1, seed=ns.seed)
@@ -27,8 +36,6 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 def spread_clip_ids(root: Path, per_speaker: int) -> list[str]:
     """`per_speaker` clips of each speaker, evenly spread over its clips in id order (emotions and levels mixed)."""
-    from datamodules.corpus import scan_corpus
-
     manifest = scan_corpus(root, val_speakers=0, test_speakers=0, on_error="skip", progress=False)
     chosen = []
     for speaker in manifest.speakers():
@@ -40,8 +47,6 @@ def spread_clip_ids(root: Path, per_speaker: int) -> list[str]:
 
 def render_videos(root: Path, *, size: int, view: str = "front", overwrite: bool = False,
                   limit: int | None = None, per_speaker: int | None = None) -> int:
-    from datamodules.demo.videos import render_demo_videos
-
     clip_ids = spread_clip_ids(root, per_speaker) if per_speaker else None
     report = render_demo_videos(root, size=size, view=view, overwrite=overwrite, limit=limit, clip_ids=clip_ids)
     print(f"videos: {report['rendered']} rendered, {report['skipped_valid']} already valid, "
@@ -58,8 +63,6 @@ def cmd_videos(ns: argparse.Namespace) -> int:
 
 
 def cmd_scan(ns: argparse.Namespace) -> int:
-    from datamodules.corpus import scan_corpus
-
     out = Path(ns.out) if ns.out else Path(ns.corpus) / "manifest.jsonl"
     manifest = scan_corpus(ns.corpus, fps=ns.fps, csv_fps=ns.csv_fps, view=ns.view,
                            val_speakers=ns.val_speakers, test_speakers=ns.test_speakers, seed=ns.seed,
@@ -73,11 +76,6 @@ def cmd_scan(ns: argparse.Namespace) -> int:
 
 
 def cmd_features(ns: argparse.Namespace) -> int:
-    from datamodules.corpus import scan_corpus
-    from datamodules.manifest import Manifest
-    from datamodules.feature_cache import FeatureCache, precompute_features
-    from datamodules.features import FeatureConfig
-
     source = Path(ns.source)
     manifest = Manifest.load(source) if source.is_file() else scan_corpus(source, on_error="skip")
     cache = FeatureCache(Path(ns.cache), FeatureConfig(kind=ns.kind))
@@ -90,11 +88,6 @@ def cmd_features(ns: argparse.Namespace) -> int:
 
 
 def cmd_extract(ns: argparse.Namespace) -> int:
-    from datamodules.extraction.extract import (ExtractError, ExtractOptions, excluded_clip_ids, parse_shard,
-                                                run_extraction)
-    from datamodules.extraction.quality import QualityThresholds
-    from dtl_foundation.slurm import requeue_on_sigusr1
-
     corpus = Path(ns.corpus)
     thresholds = QualityThresholds(max_residual=ns.max_residual, min_face_share=ns.min_quality_face_share,
                                    max_landmark_jitter=ns.max_landmark_jitter, max_coeff_jitter=ns.max_coeff_jitter)
@@ -115,8 +108,6 @@ def cmd_extract(ns: argparse.Namespace) -> int:
     for failure in report.failed:
         print(f"{failure['clip_id']}: {failure.get('kind')}: {failure.get('problem')}", file=sys.stderr)
     if ns.manifest:
-        from datamodules.corpus import scan_corpus
-
         manifest = scan_corpus(options.out, fps=ns.fps, view=ns.view, on_error="skip", progress=False)
         excluded = excluded_clip_ids(options) if ns.exclude_below else set()
         kept = [r for r in manifest.records if r.clip_id not in excluded]
@@ -127,8 +118,6 @@ def cmd_extract(ns: argparse.Namespace) -> int:
 
 
 def cmd_prior(ns: argparse.Namespace) -> int:
-    from datamodules.extraction.expression_prior import PriorError, prior_from_tracks
-
     try:
         prior = prior_from_tracks(ns.source, ns.speakers, min_std=ns.min_std)
     except PriorError as e:

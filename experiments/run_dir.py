@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.run_layout import RunLayout, is_zero_checkpoint
-from dtl_foundation.slurm import slurm_job_id
+from dtl_foundation.slurm import is_rank_zero, slurm_job_id
 
 log = logging.getLogger(__name__)
 ATTEMPT_ENV = "DTL_RUN_ATTEMPT"  # rank 0 passes its attempt number to the ranks it starts
@@ -63,10 +63,6 @@ def find_resume_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def _is_rank_zero() -> bool:
-    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
-
-
 def _git(*args: str) -> str:
     root = Path(__file__).resolve().parents[1]
     try:
@@ -88,7 +84,7 @@ def _wandb_id(run_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     wandb_id = secrets.token_hex(4)
-    if _is_rank_zero():
+    if is_rank_zero():
         atomic_write_text(path, wandb_id + "\n")
     return wandb_id
 
@@ -113,7 +109,7 @@ def prepare_run(cfg: DictConfig) -> RunState:
             raise FileNotFoundError(f"ckpt_path={resume}: no such checkpoint")
     else:
         resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
-    if _is_rank_zero():
+    if is_rank_zero():
         attempt = RunLayout(run_dir).next_attempt()
         os.environ[ATTEMPT_ENV] = str(attempt)  # inherited by the ranks Lightning starts from this process
     elif ATTEMPT_ENV in os.environ:  # such a rank: rank 0 has already created this attempt's folder
@@ -121,7 +117,7 @@ def prepare_run(cfg: DictConfig) -> RunState:
     else:  # a rank Slurm or torchrun started
         attempt = RunLayout(run_dir).next_attempt()
     state = RunState(run_dir=run_dir, attempt=attempt, resume_checkpoint=resume, wandb_id=_wandb_id(run_dir))
-    if _is_rank_zero():
+    if is_rank_zero():
         save_metadata(cfg, RunLayout(run_dir).attempt_meta(attempt))
     log.info("run directory %s (attempt %d); %s; W&B id %s", run_dir, attempt,
              f"resuming from {resume}" if resume else "starting fresh", state.wandb_id)

@@ -100,7 +100,7 @@ class EmoDiff(L.LightningModule):
     def _training_conditions(self, batch: dict[str, torch.Tensor], context: torch.Tensor,
                              context_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         b, device = batch["audio"].shape[0], self.device
-        coin = lambda p: torch.rand(b, device=device) < p  # noqa: E731
+        coin = lambda p: torch.rand(b, device=device) < p
         unconditional = coin(self.hparams.cond_drop_prob)
         mask = batch["style_mask"]
         model = self.model

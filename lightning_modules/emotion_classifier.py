@@ -26,7 +26,8 @@ class BlendshapeEmotionClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         blocks, channels = [], NUM_BLENDSHAPES
         for _ in range(layers):
-            blocks += [nn.Conv1d(channels, hidden, kernel_size, padding=kernel_size // 2), nn.GELU(), nn.Dropout(dropout)]
+            blocks += [nn.Conv1d(channels, hidden, kernel_size, padding=kernel_size // 2), nn.GELU(),
+                       nn.Dropout(dropout)]
             channels = hidden
         self.encoder = nn.Sequential(*blocks)
         self.head = nn.Linear(2 * hidden, NUM_EMOTIONS)

@@ -15,6 +15,8 @@ from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.mouth_perturbation import perturb_mouth
 from lightning_modules.optimization import optimizer_config
 from metrics.blendshape import EmotionAccuracy
+from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
+from lightning_modules.trained_model import load_trained_model
 
 SOURCES = ("perturbed", "emodiff", "mixed")
 
@@ -58,16 +60,13 @@ class LipRefiner(L.LightningModule):
         if self.hparams.emodiff_run and "emodiff" not in self._frozen:
             self._frozen["emodiff"] = self._load_emodiff(datamodule)
         if self.hparams.emotion_classifier and "judge" not in self._frozen:
-            from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
-
             self._frozen["judge"] = BlendshapeEmotionClassifier.load_frozen(self.hparams.emotion_classifier)
 
     def _load_emodiff(self, datamodule: Any) -> nn.Module:
-        from lightning_modules.trained_model import load_trained_model
-
         trained = load_trained_model(self.hparams.emodiff_run)
         if datamodule is not None and getattr(datamodule, "audio_mean", None) is not None:
-            if not torch.allclose(torch.as_tensor(datamodule.audio_mean), torch.as_tensor(trained.audio_mean), atol=1e-4):
+            if not torch.allclose(torch.as_tensor(datamodule.audio_mean), torch.as_tensor(trained.audio_mean),
+                                  atol=1e-4):
                 raise ValueError(f"{trained.checkpoint}: EmoDiff was trained with other audio statistics than this "
                                  "corpus gives (another corpus, split or feature setting?)")
         return trained.model.requires_grad_(False)
@@ -120,7 +119,8 @@ class LipRefiner(L.LightningModule):
         m = mask[..., None].to(pred.dtype)
         mouth = ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp(min=1)
         pairs = (mask[:, 1:] & mask[:, :-1])[..., None].to(pred.dtype)
-        velocity = ((pred.diff(dim=1) - target.diff(dim=1)) ** 2 * pairs).sum() / (pairs.sum() * pred.shape[-1]).clamp(min=1)
+        squared = (pred.diff(dim=1) - target.diff(dim=1)) ** 2 * pairs
+        velocity = squared.sum() / (pairs.sum() * pred.shape[-1]).clamp(min=1)
         losses = {"mouth": mouth, "smooth": velocity}
         judge = self.frozen("judge")
         total = self.hparams.mouth_weight * mouth + self.hparams.smooth_weight * velocity

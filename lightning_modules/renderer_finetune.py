@@ -27,10 +27,13 @@ from lightning_modules.networks.face_vid2vid.training_losses import (GAN_MODES, 
                                                                     discriminator_gan_loss, feature_matching_loss,
                                                                     generator_gan_loss, head_pose_loss,
                                                                     keypoint_prior_loss)
+from lightning_modules.networks.face_vid2vid.checkpoint_layout import load_reference_checkpoint
+from lightning_modules.trained_model import resolve_checkpoint
 
 PERCEPTUAL = ("vgg19", "none")
 DEFAULT_WEIGHTS = {"l1": 10.0, "perceptual": (10, 10, 10, 10, 10), "generator_gan": 1.0, "discriminator_gan": 1.0,
-                   "feature_matching": (10, 10, 10, 10), "equivariance": 10.0, "keypoint": 10.0, "head_pose": 20.0, "deformation": 5.0}
+                   "feature_matching": (10, 10, 10, 10), "equivariance": 10.0, "keypoint": 10.0, "head_pose": 20.0,
+                   "deformation": 5.0}
 
 
 def plain(value):
@@ -75,8 +78,6 @@ class RendererFinetune(L.LightningModule):
         self.vgg = VGG19Features() if perceptual == "vgg19" else None
         self.warp = {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5, **(warp or {})}
         if pretrained:
-            from lightning_modules.networks.face_vid2vid.checkpoint_layout import load_reference_checkpoint
-
             report = load_reference_checkpoint(pretrained, {"model": model, "discriminator": discriminator})
             print(f"{pretrained}: {report.summary()}")
 
@@ -200,8 +201,6 @@ def load_renderer(path: str | Path, device: str | torch.device = "cpu") -> Train
     """The trained FaceVid2Vid of a renderer run directory (best.ckpt, else last.ckpt) or checkpoint, in eval mode."""
     import hydra
     from omegaconf import OmegaConf
-
-    from lightning_modules.trained_model import resolve_checkpoint
 
     checkpoint, config_path = resolve_checkpoint(path)
     cfg = OmegaConf.load(config_path)

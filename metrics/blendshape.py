@@ -152,7 +152,8 @@ class UpperFaceDynamicsDeviation(Metric):
     def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
         """preds, target: (B, T, 52); mask: (B, T). Sequences with fewer than 2 real frames are left out."""
         keep = mask.sum(1) >= 2
-        p, t, m = preds[keep].index_select(-1, self.upper_index), target[keep].index_select(-1, self.upper_index), mask[keep].bool()
+        p, t = preds[keep].index_select(-1, self.upper_index), target[keep].index_select(-1, self.upper_index)
+        m = mask[keep].bool()
         deviation = (self._masked_std(p.double(), m) - self._masked_std(t.double(), m)).abs().mean(-1)
         self.deviation += deviation.sum()
         self.sequences += deviation.numel()

@@ -6,16 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_fid.inception import (
-    FIDInceptionA,
-    FIDInceptionC,
-    FIDInceptionE_1,
-    FIDInceptionE_2,
-    InceptionV3,
-    _inception_v3,
-)
+from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2, InceptionV3
 from torch import nn
 from torchmetrics import Metric
+from torchvision.models import inception_v3
 
 from metrics.frechet import frechet_distance
 from dtl_foundation.weights import REGISTRY, resolve_weights
@@ -27,7 +21,8 @@ def fid_inception_architecture() -> nn.Module:
     Its state_dict has exactly the keys of pt_inception-2015-12-05-6726825d.pth; tests save a seeded one into a
     temporary torch.hub cache so that pytorch-fid's own `InceptionV3` loads it.
     """
-    inception = _inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    # the call pytorch-fid's private _inception_v3 makes on torchvision >= 0.13
+    inception = inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
     inception.Mixed_5b = FIDInceptionA(192, pool_features=32)
     inception.Mixed_5c = FIDInceptionA(256, pool_features=64)
     inception.Mixed_5d = FIDInceptionA(288, pool_features=64)

@@ -51,7 +51,7 @@ def build_embedder(
     if backbone == "dlib":
         return DlibFaceDescriptor(landmarker)
     if backbone == "arcface":
-        from metrics.arcface import ArcFaceDescriptor, pretrained_iresnet100
+        from metrics.arcface import ArcFaceDescriptor, pretrained_iresnet100  # scikit-image, only for this backbone
 
         return ArcFaceDescriptor(pretrained_iresnet100(arcface_weights, arcface_sha256), landmarker)
     raise ValueError(f"unknown identity backbone {backbone!r}; choose 'dlib' or 'arcface'")

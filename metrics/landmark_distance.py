@@ -77,7 +77,7 @@ class LandmarkDistance(Metric):
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         if preds.shape[:2] != target.shape[:2]:
             raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in batch or frames")
-        for index, (pred_video, target_video) in enumerate(zip(self._as_landmarks(preds), self._as_landmarks(target))):
+        for pred_video, target_video in zip(self._as_landmarks(preds), self._as_landmarks(target)):
             pairs = [(p, t) for p, t in zip(pred_video, target_video) if p is not None and t is not None]
             self.frames_without_face += len(pred_video) - len(pairs)
             if not pairs:

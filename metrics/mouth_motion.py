@@ -15,6 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
+from dtl_foundation.media.face_detect import FaceLandmarker, LEFT_EYE, MOUTH, RIGHT_EYE
+from dtl_foundation.media.portrait import PortraitError, crop, crop_box_from_landmarks
+from rendering.default_rig import default_rig
+from rendering.gl_renderer import FaceRenderer
+from rendering.motion_transfer import MotionTransfer
+from rendering.speaker_faces import speaker_face_params
+
 MOUTH_MARGIN_PX = 3
 
 
@@ -43,13 +51,6 @@ def jaw_probe(speaker: str = "M001", image_size: int = 64, frames: int = 50, cyc
               render_size: int = 256) -> JawProbe:
     """Render the jaw-only probe sequence of a demo speaker's face, cropped to the renderer's input size as the
     talking-video datamodule crops (one FFHQ-style box from dlib's landmarks of the first frame)."""
-    from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
-    from dtl_foundation.media.face_detect import LEFT_EYE, MOUTH, RIGHT_EYE, FaceLandmarker
-    from rendering.default_rig import default_rig
-    from rendering.speaker_faces import speaker_face_params
-    from rendering.gl_renderer import FaceRenderer
-    from dtl_foundation.media.portrait import PortraitError, crop, crop_box_from_landmarks
-
     jaw = 0.5 - 0.5 * np.cos(np.arange(frames) / frames * 2 * np.pi * cycles)
     coeffs = np.zeros((frames, NUM_BLENDSHAPES), np.float32)
     coeffs[:, INDEX["jawOpen"]] = jaw
@@ -81,8 +82,6 @@ def mouth_follows_jaw(output: torch.Tensor, probe: JawProbe) -> dict[str, float]
 @torch.no_grad()
 def probe_renderer(model: torch.nn.Module, probe: JawProbe) -> dict[str, float]:
     """Drive the probe's first frame with all of its frames through `model` (a FaceVid2Vid) in relative mode."""
-    from rendering.motion_transfer import MotionTransfer
-
     was_training = model.training
     device = next(model.parameters()).device
     try:

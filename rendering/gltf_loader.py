@@ -167,7 +167,7 @@ class _Document:
             else:
                 return None
             return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=np.float64) / 255.0
-        except Exception:  # an undecodable texture leaves the base colour factor in charge
+        except Exception:  # noqa: BLE001  (an undecodable texture leaves the base colour factor in charge)
             return None
 
 

@@ -59,7 +59,8 @@ def write_glb(rig: FaceRig, path: str | os.PathLike, *, target_names: dict[str, 
         values = np.ascontiguousarray(delta[rows], dtype="<f4")
         sparse = pygltflib.Sparse(
             count=len(rows),
-            indices=pygltflib.AccessorSparseIndices(bufferView=add_view(rows.astype("<u4"), None), componentType=_UINT32),
+            indices=pygltflib.AccessorSparseIndices(bufferView=add_view(rows.astype("<u4"), None),
+                                                    componentType=_UINT32),
             values=pygltflib.AccessorSparseValues(bufferView=add_view(values, None)))
         full = delta.astype(np.float32)
         accessors.append(pygltflib.Accessor(componentType=_FLOAT, count=len(delta), type="VEC3",

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
+from dtl_foundation.atomic_files import atomic_write_bytes
 
 
 class RigError(ValueError):
@@ -147,8 +148,6 @@ class FaceRig:
     def save(self, path) -> None:
         """Write the rig as a compressed .npz, atomically."""
         import io
-
-        from dtl_foundation.atomic_files import atomic_write_bytes
 
         buf = io.BytesIO()
         np.savez_compressed(buf, vertices=self.vertices, triangles=self.triangles, deltas=self.deltas,

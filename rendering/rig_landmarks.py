@@ -21,6 +21,10 @@ import numpy as np
 
 from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
 from dtl_foundation.atomic_files import atomic_save_npz
+from dtl_foundation.media.face_detect import FaceLandmarker
+from rendering.default_rig import default_cache_dir, default_rig
+from rendering.face_params import FaceParams
+from rendering.gl_renderer import FaceRenderer
 
 log = logging.getLogger(__name__)
 CALIBRATION_VERSION = 3
@@ -148,9 +152,6 @@ def calibrate(rig, size: int = 384, landmarker=None, identity_params=None, cache
     """
     import torch
 
-    from dtl_foundation.media.face_detect import FaceLandmarker
-    from rendering.gl_renderer import FaceRenderer
-
     landmarker = landmarker or FaceLandmarker(upsample=0)
     skin, lids = surface_masks(rig)
     with FaceRenderer(rig, size, supersample=2) as renderer:
@@ -193,8 +194,6 @@ def calibrate(rig, size: int = 384, landmarker=None, identity_params=None, cache
 
 def _identity_basis(params, vertex, offset, neutral, cache_dir) -> np.ndarray:
     """(K, 68, 3) landmark displacement per +IDENTITY_STEP of each proportion (finite differences of default rigs)."""
-    from rendering.default_rig import default_rig
-
     basis = []
     for name in IDENTITY_PARAMS:
         value = getattr(params, name)
@@ -208,8 +207,6 @@ def _identity_basis(params, vertex, offset, neutral, cache_dir) -> np.ndarray:
 
 def calibration_path(size: int, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the default rig's calibration at `size` pixels is cached."""
-    from rendering.default_rig import FaceParams, default_cache_dir
-
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = hashlib.sha256(json.dumps({"v": CALIBRATION_VERSION, "params": asdict(FaceParams()), "size": size,
                                      "poses": CALIBRATION_POSES}, sort_keys=True).encode()).hexdigest()[:16]
@@ -218,8 +215,6 @@ def calibration_path(size: int, cache_dir: str | os.PathLike | None = None) -> P
 
 def default_calibration(size: int = 384, cache_dir: str | os.PathLike | None = None) -> RigLandmarks:
     """The calibration of the default rig (FaceParams()), cached beside the rig cache after the first build."""
-    from rendering.default_rig import FaceParams, default_rig
-
     path = calibration_path(size, cache_dir)
     if path.is_file():
         try:

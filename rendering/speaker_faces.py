@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from rendering.default_rig import FaceParams
+from rendering.face_params import FaceParams
 
 
 def speaker_face_params(speaker: str, seed: int = 0) -> FaceParams:

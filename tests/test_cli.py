@@ -30,7 +30,8 @@ def test_weights_check_lists_expected_paths_and_flags_wrong_files(tmp_path):
     assert out.returncode == 1
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["fid_inception"]["status"] == "missing"
-    assert rows["fid_inception"]["path"] == str(env_home / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth")
+    inception = env_home / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth"
+    assert rows["fid_inception"]["path"] == str(inception)
     assert rows["alexnet"]["status"] == "checksum_mismatch"
     assert set(rows) >= {"fid_inception", "alexnet", "vgg16", "syncnet_v2"}
 

@@ -15,7 +15,8 @@ import pytest
 import soundfile as sf
 
 from dtl_foundation import arkit
-from datamodules.corpus import CorpusError, load_track, scan_corpus, split_by_speakers
+from datamodules.corpus import scan_corpus, split_by_speakers
+from datamodules.tracks import CorpusError, load_track
 from datamodules.manifest import Manifest
 
 SAMPLE_RATE = 16000

@@ -43,7 +43,7 @@ def test_alpha_bar_decreases_inside_unit_interval(name: str) -> None:
 
 def test_cosine_alpha_bar_matches_closed_form() -> None:
     steps, s = 1000, 0.008
-    f = lambda u: math.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    f = lambda u: math.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2
     expected = torch.tensor([f(t + 1) / f(0) for t in range(steps)], dtype=torch.float64)
     betas = cosine_alpha_bar_schedule(steps, s=s)
     abar = NoiseSchedule.from_betas(betas).alphas_cumprod
@@ -195,7 +195,7 @@ def test_golden_values(sampler: str, kind: str) -> None:
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_determinism(eta: float) -> None:
     schedule = make_schedule("cosine", 50)
-    run = lambda **kw: ddim_sample(dummy_denoiser, schedule, (2, 5, 3), "x0", 10, eta=eta, **kw)  # noqa: E731
+    run = lambda **kw: ddim_sample(dummy_denoiser, schedule, (2, 5, 3), "x0", 10, eta=eta, **kw)
     if eta == 0.0:
         noise = torch.randn((2, 5, 3), generator=seeded(7))
         assert torch.equal(run(noise=noise), run(noise=noise))

@@ -28,7 +28,7 @@ CLIPS = ("happy_level_3_001", "sad_level_3_001")
 
 
 @pytest.fixture(scope="module")
-def references(video_corpus, tmp_path_factory) -> dict:  # noqa: F811
+def references(video_corpus, tmp_path_factory) -> dict:  # noqa: F811  (the fixture imported above)
     """Two rendered demo clips of one speaker in MEAD layout, a byte-identical generated copy of each, and a degraded
     copy of each (blurred, re-encoded with the same speech)."""
     from datamodules.demo.videos import render_demo_videos

@@ -22,7 +22,7 @@ def astronaut_png(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_corpus, talking_corpus, tmp_path_factory, one_thread):  # noqa: F811
+def runs(tiny_corpus, talking_corpus, tmp_path_factory, one_thread):  # noqa: F811  (the fixtures imported above)
     """An EmoDiff run and a renderer run, each trained for a couple of steps through `dtl train`."""
     from experiments.train import train
     from training_helpers import compose_train
@@ -130,7 +130,7 @@ def test_portrait_crop_and_paste_back(astronaut_png):
 
 
 @pytest.fixture(scope="module")
-def talking_test_split_run(talking_corpus, tmp_path_factory, one_thread):  # noqa: F811
+def talking_test_split_run(talking_corpus, tmp_path_factory, one_thread):  # noqa: F811  (the fixtures imported above)
     """EmoDiff trained for 2 steps on the talking corpus with M001, whose clips have rendered videos, held out."""
     from experiments.train import train
     from training_helpers import compose_train
@@ -145,7 +145,7 @@ def talking_test_split_run(talking_corpus, tmp_path_factory, one_thread):  # noq
 
 @pytest.mark.slow
 def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talking_test_split_run, runs,
-                                                                           talking_corpus, tmp_path, capsys):
+                                                                           talking_corpus, tmp_path, capsys):  # noqa: F811  (the fixture imported above)
     import json
     import os
 

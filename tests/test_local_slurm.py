@@ -77,7 +77,8 @@ def test_fake_gpus_are_allocated_per_task(local_slurm, tmp_path):
 
 def test_dry_run_renders_resources_requeue_and_one_task_per_device():
     out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "--dry-run", "experiment=emodiff_demo",
-                          "launcher.gpus_per_node=4", "launcher.nodes=2", "launcher.account=lab", "launcher.time=2:00:00"],
+                          "launcher.gpus_per_node=4", "launcher.nodes=2", "launcher.account=lab",
+                          "launcher.time=2:00:00"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     script = out.stdout
@@ -158,7 +159,8 @@ def video_clips(tmp_path_factory) -> Path:
     from datamodules.demo.videos import render_demo_videos
 
     root = build_demo_corpus(tmp_path_factory.mktemp("videos") / "corpus", speakers=2, sentences=1, progress=False)
-    clips = [f"{speaker}_{emotion}_level_3_001" for speaker in ("M001", "W002") for emotion in ("happy", "sad", "angry")]
+    clips = [f"{speaker}_{emotion}_level_3_001" for speaker in ("M001", "W002")
+             for emotion in ("happy", "sad", "angry")]
     assert render_demo_videos(root, clip_ids=clips, progress=False)["rendered"] == len(clips)
     return root
 

@@ -32,6 +32,7 @@ def test_newest_complete_checkpoint_wins_and_truncated_is_ignored(tmp_path):
     assert rd.find_resume_checkpoint(tmp_path) == ckpts / "last.ckpt"
 
     torch.save({"global_step": 20}, tmp_path / "hpc_ckpt_1.ckpt")
+    os.utime(tmp_path / "hpc_ckpt_1.ckpt", ns=(time.time_ns() + 10**9,) * 2)  # newer even on a coarse-mtime filesystem
     assert rd.find_resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"
 
     data = (tmp_path / "hpc_ckpt_1.ckpt").read_bytes()

@@ -163,8 +163,8 @@ def test_random_over_a_small_discrete_space(outputs, tmp_path, capsys):
     file = write_sweep(tmp_path / "small.yaml", {"method": "random", "parameters": {
         "model.net.hidden": {"values": [16, 32]}, "seed": {"values": [1, 2]}}})
     assert sweep.main([str(file), "experiment=baseline_demo", "--max-runs", "4", "--dry-run"]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[new] dtl train")]
-    points = {tuple(w for w in l.split() if w.startswith(("model.net.hidden=", "seed="))) for l in lines}
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[new] dtl train")]
+    points = {tuple(w for w in line.split() if w.startswith(("model.net.hidden=", "seed="))) for line in lines}
     assert len(lines) == 4 and len(points) == 4
     assert sweep.main([str(file), "experiment=baseline_demo", "--max-runs", "5", "--dry-run"]) == 1
     assert "allow only 4 distinct points" in capsys.readouterr().err

@@ -27,7 +27,7 @@ EXPERT_STEPS = 800
 
 
 @pytest.fixture(scope="module")
-def trained_expert(video_corpus, face_cache_dir, tmp_path_factory) -> dict:  # noqa: F811
+def trained_expert(video_corpus, face_cache_dir, tmp_path_factory) -> dict:  # noqa: F811  (the fixtures imported above)
     """`dtl train experiment=syncnet_expert_demo` on level-3 clips of 3 sentences per speaker."""
     from experiments.train import train
     from training_helpers import compose_train

@@ -40,7 +40,7 @@ def test_every_experiment_and_group_composes(tmp_path):
 def test_a_failed_run_closes_its_wandb_run_and_the_next_run_logs_to_its_own(tmp_path):
     import wandb
 
-    from datamodules.corpus import CorpusError
+    from datamodules.tracks import CorpusError
 
     base = ["experiment=baseline_demo", f"paths.output_root={tmp_path}", "data.build_demo=false",
             f"data.corpus_dir={tmp_path}/no_corpus", "trainer.accelerator=cpu"]

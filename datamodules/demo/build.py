@@ -175,7 +175,8 @@ def build_demo_corpus(root: str | os.PathLike, *, speakers: int = 6, sentences: 
     jobs = [ClipJob(str(root), ClipKey(s, e, level, f"{i + 1:03d}"), text, seed, float(fps), sample_rate)
             for s in settings["speakers"] for e in EMOTIONS for level in levels_of(e)
             for i, text in enumerate(texts)]
-    missing = [j for j in jobs if overwrite or not (j.key.audio_path(root).exists() and j.key.track_path(root).exists())]
+    missing = [j for j in jobs
+               if overwrite or not (j.key.audio_path(root).exists() and j.key.track_path(root).exists())]
     if missing:
         require_espeak()
         workers = os.cpu_count() or 1 if workers is None else workers

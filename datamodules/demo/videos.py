@@ -13,7 +13,8 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from datamodules.corpus import load_track, scan_corpus
+from datamodules.corpus import scan_corpus
+from datamodules.tracks import load_track
 from dtl_foundation.atomic_files import atomic_save_npy
 from dtl_foundation.mead import ClipKey
 from rendering.default_rig import default_rig
@@ -32,7 +33,8 @@ def head_motion(frames: int, fps: float, rng: np.random.Generator, degrees: floa
         freqs = rng.uniform(0.08, 0.6, 3)
         phases = rng.uniform(0, 2 * np.pi, 3)
         weights = rng.dirichlet(np.ones(3))
-        poses[:, axis] = degrees * scale * (weights[None] * np.sin(2 * np.pi * freqs[None] * t[:, None] + phases)).sum(1)
+        waves = np.sin(2 * np.pi * freqs[None] * t[:, None] + phases)
+        poses[:, axis] = degrees * scale * (weights[None] * waves).sum(1)
     return poses
 
 

@@ -15,6 +15,8 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
+from datamodules.manifest import Manifest
+from datamodules.tracks import CorpusError, check_track_values, load_track
 from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
 from dtl_foundation.atomic_files import atomic_save_npz
 from dtl_foundation.mead import TRACK_EXTENSIONS
@@ -165,8 +167,6 @@ def learn_prior(tracks: Iterable[np.ndarray], *, min_std: float = MIN_STD, speak
 
 def track_files(source: str | os.PathLike, speakers: Iterable[str] | None = None) -> list[tuple[str, Path]]:
     """(speaker, file) of every track of a corpus (<ID>/arkit/**/*.npy or .csv) or of a manifest (.jsonl)."""
-    from datamodules.manifest import Manifest
-
     source = Path(source)
     wanted = set(speakers) if speakers else None
     if source.is_file():
@@ -195,8 +195,6 @@ def prior_from_tracks(source: str | os.PathLike, speakers: Iterable[str] | None 
                       progress: bool = True) -> ExpressionPrior:
     """Learn a prior from every track of a corpus or manifest, optionally only those of `speakers`; values
     within the scanner's margin outside [0, 1] are clipped to it."""
-    from datamodules.corpus import CorpusError, check_track_values, load_track
-
     files = track_files(source, speakers)
 
     def tracks():

@@ -15,199 +15,45 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from datamodules.extraction.quality import QualityThresholds, clip_quality
-from dtl_foundation.atomic_files import (
-    atomic_save_npy,
-    atomic_save_npz,
-    atomic_write_text,
+from datamodules.extraction.books import (
+    BACKENDS,
+    SPEAKER_SHAPE_CLIPS,
+    ClipFailure,
+    ClipVideo,
+    ExtractError,
+    ExtractOptions,
+    csv_path,
+    find_videos,
+    is_done,
+    landmarks_path,
+    pose_path,
+    prior_sha256,
+    read_record,
+    record_path,
+    select,
+    speaker_path,
 )
-from dtl_foundation.mead import (
-    CORPUS_INFO_FILE,
-    EMOTIONS,
-    VIDEO_EXTENSIONS,
-    ClipKey,
-    levels_of,
-    parse_level_dir,
-)
+from datamodules.extraction.expression_prior import ExpressionPrior, PriorError
+from datamodules.extraction.face_track import FaceTracker, to_camera_pixels
+from datamodules.extraction.landmark_fit import FitError, fit_landmarks, fit_speaker
+from datamodules.extraction.mediapipe_backend import MediaPipeBackend, MediaPipeUnavailableError
+from datamodules.extraction.quality import ClipQuality, clip_quality
+from datamodules.tracks import DEFAULT_FPS, read_corpus_info
+from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.atomic_files import atomic_save_npy, atomic_save_npz, atomic_write_text
+from dtl_foundation.mead import CORPUS_INFO_FILE
+from dtl_foundation.media.video_read import VideoReadError, read_frames
+from rendering.rig_landmarks import default_calibration
 
 log = logging.getLogger(__name__)
-BOOKS = "extraction"
-BACKENDS = ("fit", "mediapipe")
-SPEAKER_SHAPE_CLIPS = 3  # clips (neutral first) a speaker's face shape is fitted on
-
-
-class ExtractError(ValueError):
-    """A problem with the corpus or the options as a whole (not with one clip)."""
-
-
-class ClipFailure(Exception):
-    """One clip cannot be extracted; `kind` is no_face, too_short, unreadable or error."""
-
-    def __init__(self, kind: str, problem: str) -> None:
-        super().__init__(problem)
-        self.kind = kind
-        self.problem = problem
-
-    def __reduce__(self):
-        return self.__class__, (self.kind, self.problem)
-
-
-@dataclass(frozen=True)
-class ClipVideo:
-    key: ClipKey
-    video: Path
-
-    @property
-    def clip_id(self) -> str:
-        return self.key.clip_id
-
-
-@dataclass(frozen=True)
-class ExtractOptions:
-    """What `dtl data extract` was asked; see its --help for each."""
-
-    corpus: Path
-    out: Path
-    view: str = "front"
-    fps: float = 25.0
-    backend: str = "fit"
-    workers: int = 1
-    shard: tuple[int, int] = (0, 1)
-    csv: bool = False
-    limit: int | None = None
-    device: str = "cpu"
-    min_frames: int = 5
-    min_face_share: float = 0.5
-    thresholds: QualityThresholds = QualityThresholds()
-    calibration_size: int = 384
-    cache_dir: str | None = None
-    model: str | None = None
-    model_sha256: str | None = None
-    retry_failed: bool = False
-    progress: bool = True
-    prior: Path | None = None  # fit backend: an ExpressionPrior .npz (`dtl data prior`) for a MAP fit
-
-    def books(self) -> Path:
-        return self.out / BOOKS
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'K/N' -> (K, N) with 0 <= K < N (a Slurm array task id over the array size); K = 'array' takes this Slurm
-    array task's id ($SLURM_ARRAY_TASK_ID), as `dtl submit extract` writes it."""
-    if text.startswith("array/"):
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        if task is None:
-            raise ExtractError(f"--shard {text}: not in a Slurm job array (no SLURM_ARRAY_TASK_ID)")
-        text = f"{task}/{text.split('/', 1)[1]}"
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ExtractError(f"--shard must be K/N with whole numbers, e.g. 0/4; got {text!r}") from None
-    if n < 1 or not 0 <= k < n:
-        raise ExtractError(f"--shard {text}: need 0 <= K < N")
-    return k, n
-
-
-def find_videos(corpus: Path, view: str) -> tuple[list[ClipVideo], list[dict]]:
-    """Every <ID>/video/<view>/<emotion>/level_<k>/<NNN>.mp4 in clip-id order, and the misplaced paths found."""
-    if not corpus.is_dir():
-        raise ExtractError(f"{corpus}: no such corpus directory")
-    clips, problems = [], []
-    for speaker in sorted(p for p in corpus.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        tree = speaker / "video" / view
-        if not tree.is_dir():
-            continue
-        for emotion_dir in sorted(p for p in tree.iterdir() if not p.name.startswith(".")):
-            if emotion_dir.name not in EMOTIONS:
-                problems.append({"file": str(emotion_dir), "kind": "layout",
-                                 "problem": f"unknown emotion folder; known: {', '.join(EMOTIONS)}"})
-                continue
-            for level_dir in sorted(p for p in emotion_dir.iterdir() if not p.name.startswith(".")):
-                level = parse_level_dir(level_dir.name)
-                if level is None or level not in levels_of(emotion_dir.name):
-                    problems.append({"file": str(level_dir), "kind": "layout",
-                                     "problem": f"not a level folder of {emotion_dir.name}"})
-                    continue
-                for video in sorted(level_dir.iterdir()):
-                    if video.suffix.lower() in VIDEO_EXTENSIONS and not video.name.startswith("."):
-                        clips.append(ClipVideo(ClipKey(speaker.name, emotion_dir.name, level, video.stem), video))
-    clips.sort(key=lambda c: c.clip_id)
-    return clips, problems
-
-
-def select(clips: list[ClipVideo], shard: tuple[int, int], limit: int | None) -> list[ClipVideo]:
-    """The first `limit` clips (in clip-id order), then every N-th from the K-th: shards split the same list."""
-    chosen = clips[:limit] if limit is not None else clips
-    k, n = shard
-    return chosen[k::n]
-
-
-# --- per-clip files -------------------------------------------------------------------------------------------
-
-def record_path(options: ExtractOptions, clip: ClipVideo) -> Path:
-    return options.books() / "clips" / f"{clip.clip_id}.json"
-
-
-def landmarks_path(options: ExtractOptions, clip: ClipVideo) -> Path:
-    return options.books() / "landmarks" / f"{clip.clip_id}.npz"
-
-
-def speaker_path(options: ExtractOptions, speaker: str) -> Path:
-    return options.books() / "speakers" / f"{speaker}.npz"
-
-
-def pose_path(options: ExtractOptions, key: ClipKey) -> Path:
-    return key.head_pose_path(options.out)
-
-
-def csv_path(options: ExtractOptions, key: ClipKey) -> Path:
-    return options.out / key.speaker / "livelink" / key.emotion / f"level_{key.level}" / f"{key.sentence}.csv"
-
-
-def prior_sha256(options: ExtractOptions) -> str | None:
-    """The sha256 of the prior file (None without one): a clip's record names the prior it was fitted with."""
-    from dtl_foundation.weights import (
-        sha256_of,  # memoised on (path, size, mtime): asked once per clip
-    )
-
-    if options.prior is None or options.backend != "fit":
-        return None
-    return sha256_of(Path(options.prior))
-
-
-def read_record(options: ExtractOptions, clip: ClipVideo) -> dict | None:
-    try:
-        return json.loads(record_path(options, clip).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def is_done(options: ExtractOptions, clip: ClipVideo) -> bool:
-    """A finished clip: its record says ok (or failed, unless retrying), with this backend, rate and prior, and an
-    ok clip's track checks out."""
-    record = read_record(options, clip)
-    if record is None or record.get("backend") != options.backend or record.get("fps") != options.fps:
-        return False
-    if record.get("prior_sha256") != prior_sha256(options):
-        return False
-    if record.get("status") == "failed":
-        return not options.retry_failed
-    try:
-        track = np.load(clip.key.track_path(options.out), allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return False
-    return (record.get("status") == "ok" and track.shape == (record.get("frames"), 52)
-            and bool(np.isfinite(track).all()) and float(track.min()) >= 0.0 and float(track.max()) <= 1.0)
 
 
 # --- the work of one process ----------------------------------------------------------------------------------
@@ -226,15 +72,10 @@ def _worker_state(options: ExtractOptions) -> dict:
         _STATE["key"] = key
         torch.set_num_threads(1)
         if options.backend == "fit":
-            from datamodules.extraction.face_track import FaceTracker
-            from rendering.rig_landmarks import default_calibration
-
             _STATE["calibration"] = default_calibration(options.calibration_size, options.cache_dir)
             _STATE["tracker"] = FaceTracker()
             _STATE["prior"] = load_prior(options)
         else:
-            from datamodules.extraction.mediapipe_backend import MediaPipeBackend
-
             _STATE["mediapipe"] = MediaPipeBackend(options.model, options.model_sha256)
     return _STATE
 
@@ -243,8 +84,6 @@ def load_prior(options: ExtractOptions):
     """The ExpressionPrior of --prior (None without one); an unreadable file is an ExtractError naming it."""
     if options.prior is None:
         return None
-    from datamodules.extraction.expression_prior import ExpressionPrior, PriorError
-
     try:
         return ExpressionPrior.load(options.prior)
     except PriorError as e:
@@ -252,8 +91,6 @@ def load_prior(options: ExtractOptions):
 
 
 def _decode(clip: ClipVideo, fps: float) -> np.ndarray:
-    from dtl_foundation.media.video_read import VideoReadError, read_frames
-
     try:
         return read_frames(clip.video, fps)
     except VideoReadError as e:
@@ -263,8 +100,6 @@ def _decode(clip: ClipVideo, fps: float) -> np.ndarray:
 def clip_landmarks(options: ExtractOptions, clip: ClipVideo) -> tuple[np.ndarray, np.ndarray]:
     """(T, 68, 2) landmarks in the calibration camera's pixels (NaN without a face) and (T,) detector hits,
     from the cache or by decoding and tracking the video."""
-    from datamodules.extraction.face_track import to_camera_pixels
-
     path = landmarks_path(options, clip)
     if path.is_file():
         try:
@@ -283,8 +118,6 @@ def clip_landmarks(options: ExtractOptions, clip: ClipVideo) -> tuple[np.ndarray
 
 def speaker_shape(options: ExtractOptions, speaker: str, clips: list[ClipVideo]) -> dict:
     """Fit (or read) the face shape of a speaker on up to SPEAKER_SHAPE_CLIPS of their clips, neutral first."""
-    from datamodules.extraction.landmark_fit import FitError, fit_speaker
-
     path = speaker_path(options, speaker)
     if path.is_file():
         try:
@@ -317,8 +150,6 @@ def speaker_shape(options: ExtractOptions, speaker: str, clips: list[ClipVideo])
 
 
 def _fit_clip(options: ExtractOptions, clip: ClipVideo, shape: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    from datamodules.extraction.landmark_fit import FitError, fit_landmarks
-
     state = _worker_state(options)
     landmarks, detected = clip_landmarks(options, clip)
     face = np.isfinite(landmarks).all(axis=(1, 2))
@@ -350,8 +181,6 @@ def _check_clip(frames: int, face: np.ndarray, options: ExtractOptions) -> None:
 
 def extract_clip(options: ExtractOptions, clip: ClipVideo, shape: dict | None = None) -> dict:
     """Extract one clip and write its outputs and record; returns the record (status ok or failed)."""
-    from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
-
     start = time.perf_counter()
     record = {"clip_id": clip.clip_id, "video": str(clip.video), "backend": options.backend, "fps": options.fps,
               "prior": None if options.prior is None else str(options.prior), "prior_sha256": prior_sha256(options)}
@@ -370,7 +199,7 @@ def extract_clip(options: ExtractOptions, clip: ClipVideo, shape: dict | None = 
         record.update(status="ok", frames=int(len(coeffs)), below_quality=reasons, **extra)
     except ClipFailure as e:
         record.update(status="failed", kind=e.kind, problem=e.problem)
-    except Exception as e:  # a clip must not stop the corpus: reported with its traceback
+    except Exception as e:  # noqa: BLE001  (a clip must not stop the corpus: reported with its traceback)
         record.update(status="failed", kind="error", problem=f"{type(e).__name__}: {e}",
                       traceback=traceback.format_exc(limit=5))
     record["seconds"] = round(time.perf_counter() - start, 3)
@@ -379,8 +208,6 @@ def extract_clip(options: ExtractOptions, clip: ClipVideo, shape: dict | None = 
 
 
 def _quality_from(values: dict):
-    from datamodules.extraction.quality import ClipQuality
-
     return ClipQuality(**{k: (float("nan") if v is None else v) for k, v in values.items()})
 
 
@@ -410,8 +237,6 @@ def remove_stale_temporaries(options: ExtractOptions) -> int:
 
 def _check_fps_info(options: ExtractOptions) -> None:
     """The output root's CORPUS.json must not give the .npy tracks another rate; one is written if needed."""
-    from datamodules.corpus import DEFAULT_FPS, read_corpus_info
-
     info = read_corpus_info(options.out)
     if "fps" in info and float(info["fps"]) != options.fps:
         raise ExtractError(f"{options.out / CORPUS_INFO_FILE} says the tracks are at {info['fps']} fps but "
@@ -448,13 +273,9 @@ def run_extraction(options: ExtractOptions) -> ExtractReport:
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
     if options.backend == "fit":  # calibrate once here, so that the workers only read the cached calibration
-        from rendering.rig_landmarks import default_calibration
-
         load_prior(options)  # a bad prior file fails here, before any clip
         default_calibration(options.calibration_size, options.cache_dir)
     else:  # fail fast with the model or package error, before any worker starts
-        from datamodules.extraction.mediapipe_backend import MediaPipeUnavailableError
-
         try:
             _worker_state(options)
         except MediaPipeUnavailableError as e:
@@ -518,17 +339,3 @@ def _run(options: ExtractOptions, fn, jobs: list[tuple], desc: str, unit: str):
                 bar.update()
     finally:
         bar.close()
-
-
-def excluded_clip_ids(options: ExtractOptions) -> set[str]:
-    """Clips whose record lists quality failures (for --exclude-below)."""
-    out = set()
-    folder = options.books() / "clips"
-    for path in folder.glob("*.json") if folder.is_dir() else []:
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("status") == "ok" and record.get("below_quality"):
-            out.add(record["clip_id"])
-    return out

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from dtl_foundation.media.face_detect import FaceLandmarker, import_dlib
 from rendering.rig_landmarks import NUM_LANDMARKS
 
 
@@ -30,8 +31,6 @@ class FaceTracker:
     frames old) is reused, so a single missed detection does not drop a frame."""
 
     def __init__(self, landmarker=None, detect_side: int = 480, max_gap: int = 5) -> None:
-        from dtl_foundation.media.face_detect import FaceLandmarker, import_dlib
-
         self.landmarker = landmarker or FaceLandmarker(upsample=0)
         self.detector = import_dlib().get_frontal_face_detector()
         self.detect_side = detect_side

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dtl_foundation.arkit import NUM_BLENDSHAPES, reorder
+from dtl_foundation.weights import sha256_of
 
 MODEL_URL = ("https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
              "face_landmarker.task")
@@ -32,8 +33,6 @@ def scores_to_arkit(names: list[str], scores: np.ndarray) -> np.ndarray:
 
 def resolve_model(path: str | os.PathLike | None, sha256: str | None) -> Path:
     """The checked model file: `path` (or $DTL_MEDIAPIPE_TASK) whose sha256 equals `sha256` (or the env's)."""
-    from dtl_foundation.weights import sha256_of
-
     raw = path or os.environ.get(MODEL_ENV)
     how = (f"Download it from {MODEL_URL} (Apache-2.0), then pass --model PATH --model-sha256 "
            f"$(sha256sum PATH | cut -c1-64), or set {MODEL_ENV} and {SHA256_ENV}.")
@@ -57,7 +56,7 @@ def resolve_model(path: str | os.PathLike | None, sha256: str | None) -> Path:
 def import_mediapipe():
     try:
         import mediapipe
-        from mediapipe.tasks.python import vision  # noqa: F401
+        from mediapipe.tasks.python import vision  # noqa: F401  (the tasks API is checked here, used later)
     except ImportError as e:
         raise MediaPipeUnavailableError(
             "the mediapipe backend needs the `mediapipe` package (pip install -e '.[mediapipe]'; it has wheels for "

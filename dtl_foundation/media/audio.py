@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +10,13 @@ import soundfile
 import soxr
 
 from dtl_foundation.file_problem import FileProblem
+from dtl_foundation.media.ffmpeg import FFMPEG_TIMEOUT_S, FFmpegFailed, FFmpegTimeout, run_ffmpeg
 
 __all__ = ["AudioError", "load_audio", "audio_duration", "check_not_silent", "SOUNDFILE_SUFFIXES",
            "DEFAULT_SAMPLE_RATE"]
 
 DEFAULT_SAMPLE_RATE = 16000
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac"})  # everything else (m4a, mp3, ...) goes through ffmpeg
-FFMPEG_TIMEOUT_S = 600
 
 
 class AudioError(FileProblem):
@@ -92,25 +90,12 @@ def _read_soundfile(path: Path, sample_rate: int) -> np.ndarray:
 
 def _read_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
     """Decode the first audio stream to f32le mono at `sample_rate` on stdout (ffmpeg's soxr resampler)."""
-    import imageio_ffmpeg
-
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-               "-i", f"file:{path}",  # "file:" so a ':' in the name is never read as a protocol
-               "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-af", "aresample=resampler=soxr",
-               "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"]
     try:
-        done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
+        out = run_ffmpeg("-i", f"file:{path}",  # "file:" so a ':' in the name is never read as a protocol
+                         "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-af", "aresample=resampler=soxr",
+                         "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1")
+    except FFmpegTimeout:
         raise AudioError(path, f"ffmpeg did not finish decoding in {FFMPEG_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        if b"matches no streams" in done.stderr:
-            raise AudioError(path, "no audio stream")
-        raise AudioError(path, _last_ffmpeg_line(done.stderr) or f"exit status {done.returncode}")
-    return np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
-
-
-def _last_ffmpeg_line(stderr: bytes) -> str:
-    """ffmpeg's final error line, without its "[component @ 0x...]" prefix: it states the cause."""
-    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in stderr.decode(errors="replace").splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1] if lines else ""
+    except FFmpegFailed as e:
+        raise AudioError(path, "no audio stream" if e.no_stream else e.cause) from None
+    return np.frombuffer(out, dtype="<f4").astype(np.float32)

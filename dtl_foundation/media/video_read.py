@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +10,10 @@ import imageio_ffmpeg
 import numpy as np
 
 from dtl_foundation.file_problem import FileProblem
+from dtl_foundation.media.ffmpeg import FFMPEG_TIMEOUT_S, FFmpegFailed, FFmpegTimeout, ffmpeg_cause, run_ffmpeg
 
 VIDEO_FPS = 25
 AUDIO_SAMPLE_RATE = 16000
-FFMPEG_TIMEOUT_S = 600
 
 
 class VideoReadError(FileProblem):
@@ -55,12 +53,12 @@ def read_frames(path: str | os.PathLike, fps: int = VIDEO_FPS) -> np.ndarray:
     except (OSError, RuntimeError) as error:
         if "does not contain any stream" in str(error):
             raise VideoReadError(path, "no video stream") from None
-        raise VideoReadError(path, f"unreadable video ({_ffmpeg_cause(str(error))})") from None
+        raise VideoReadError(path, f"unreadable video ({_cause(error)})") from None
     width, height = meta["size"]
     try:
         frames = [np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in reader]
     except (OSError, RuntimeError) as error:
-        raise VideoReadError(path, f"video decoding failed ({_ffmpeg_cause(str(error))})") from None
+        raise VideoReadError(path, f"video decoding failed ({_cause(error)})") from None
     finally:
         reader.close()
     if not frames:
@@ -71,20 +69,17 @@ def read_frames(path: str | os.PathLike, fps: int = VIDEO_FPS) -> np.ndarray:
 def read_audio_track(path: str | os.PathLike, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.ndarray:
     """(N,) int16 mono samples of the first audio stream at `sample_rate`, as SyncNet's `ffmpeg -ac 1 -ar` gives."""
     path = _existing_file(path)
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-               "-i", f"file:{path}",  # "file:" so that a ':' in the name is never read as a protocol
-               "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "s16le",
-               "pipe:1"]
     try:
-        done = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
+        out = run_ffmpeg("-i", f"file:{path}",  # "file:" so that a ':' in the name is never read as a protocol
+                         "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le",
+                         "-f", "s16le", "pipe:1")
+    except FFmpegTimeout:
         raise VideoReadError(path, f"ffmpeg did not finish decoding the audio in {FFMPEG_TIMEOUT_S} s") from None
-    stderr = done.stderr.decode(errors="replace")
-    if done.returncode != 0:
-        if "matches no streams" in stderr:
-            raise VideoReadError(path, "no audio stream (SyncNet needs the speech track)")
-        raise VideoReadError(path, f"unreadable video ({_ffmpeg_cause(stderr) or f'exit status {done.returncode}'})")
-    audio = np.frombuffer(done.stdout, dtype="<i2").astype(np.int16)
+    except FFmpegFailed as e:
+        if e.no_stream:
+            raise VideoReadError(path, "no audio stream (SyncNet needs the speech track)") from None
+        raise VideoReadError(path, f"unreadable video ({e.cause})") from None
+    audio = np.frombuffer(out, dtype="<i2").astype(np.int16)
     if audio.size == 0:
         raise VideoReadError(path, "the audio stream holds no samples")
     return audio
@@ -99,9 +94,6 @@ def _existing_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def _ffmpeg_cause(stderr: str) -> str:
-    """ffmpeg's last meaningful error line, without its "[component @ 0x...]" prefix."""
-    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in stderr.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("===", "ffmpeg version", "built with",
-                                                                    "configuration:", "lib"))]
-    return lines[-1] if lines else "ffmpeg gave no reason"
+def _cause(error: Exception) -> str:
+    """imageio-ffmpeg's reader error carries ffmpeg's stderr in its message."""
+    return ffmpeg_cause(str(error)) or "ffmpeg gave no reason"

@@ -15,8 +15,8 @@ import torch
 
 from dtl_foundation.media.audio import AudioError, audio_duration
 from dtl_foundation.atomic_files import atomic_path
+from dtl_foundation.media.ffmpeg import FFMPEG_TIMEOUT_S, ffmpeg_cause, ffmpeg_command, ffmpeg_exe
 
-FFMPEG_TIMEOUT_S = 600
 
 
 class VideoError(RuntimeError):
@@ -26,12 +26,6 @@ class VideoError(RuntimeError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
-
-
-def _ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def _as_uint8_chunks(frames) -> Iterable[np.ndarray]:
@@ -72,9 +66,8 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio: str | os.Pat
     if first is None or len(first) == 0:
         raise VideoError(path, "no frames to write")
     height, width = first.shape[1:3]
-    command = [_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", f"{fps:g}",
-               "-i", "pipe:0"]
+    command = ffmpeg_command("-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                             "-framerate", f"{fps:g}", "-i", "pipe:0")
     if audio is not None:
         command += ["-i", f"file:{audio}", "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", audio_bitrate]
     if width % 2 or height % 2:  # yuv420p needs even sides
@@ -112,8 +105,7 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio: str | os.Pat
             raise
         if code != 0:
             log.seek(0)
-            message = log.read().decode(errors="replace").strip().splitlines()
-            raise VideoError(path, f"ffmpeg failed (exit {code}): {message[-1] if message else 'no message'}")
+            raise VideoError(path, f"ffmpeg failed (exit {code}): {ffmpeg_cause(log.read()) or 'no message'}")
     return path
 
 
@@ -140,7 +132,7 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
     path = Path(path)
     if not path.is_file():
         raise VideoError(path, "no such file")
-    done = subprocess.run([_ffmpeg(), "-nostdin", "-hide_banner", "-i", f"file:{path}"], capture_output=True,
+    done = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", f"file:{path}"], capture_output=True,
                           timeout=60, check=False)
     text = done.stderr.decode(errors="replace")
     duration = re.search(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)", text)

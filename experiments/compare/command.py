@@ -16,8 +16,8 @@ from dtl_foundation.atomic_files import atomic_write_text
 from experiments.compare.table import (ComparisonError, ComparisonTable, build_table, reading_guide,
                                     settings_differences, table_cells, text_table)
 from experiments.compare.report_html import render_report
-from experiments.compare.run_logs import (RunLog, RunLogError, find_run_dirs, is_run_dir, read_run, wandb_api_group_runs,
-                                  wandb_group_runs)
+from experiments.compare.run_logs import (RunLog, RunLogError, find_run_dirs, is_run_dir, read_run,
+                                          wandb_api_group_runs, wandb_group_runs)
 
 EXAMPLES = """examples:
   dtl compare outputs/baseline_demo outputs/emodiff_demo --out reports/ablation

@@ -18,7 +18,8 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
     for path in attempts:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                values.update({k: float(v) for k, v in row.items() if v not in ("", None) and k not in ("step", "epoch")})
+                values.update({k: float(v) for k, v in row.items()
+                               if v not in ("", None) and k not in ("step", "epoch")})
     return values
 
 

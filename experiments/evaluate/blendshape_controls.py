@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dtl_foundation.arkit import indices
-from dtl_foundation.media.audio import load_audio
 from datamodules.corpus import load_track
 from datamodules.features import FeatureConfig, compute_features, frame_loudness_db
+from dtl_foundation.arkit import indices
 from dtl_foundation.mead import EMOTIONS
+from dtl_foundation.media.audio import load_audio
 
 LEVEL = "level_3"
 

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     generated, reference, group = args.generated, args.reference, args.group
     if args.checkpoint is not None:
-        from experiments.evaluate.generation import generate_split
+        from experiments.evaluate.generation import generate_split  # the model stack, only with --checkpoint
 
         try:
             made = generate_split(args.checkpoint, args.renderer or "warp", args.generated, refiner=args.refiner,

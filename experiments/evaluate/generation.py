@@ -18,6 +18,7 @@ from tqdm import tqdm
 from datamodules.manifest import ClipRecord, Manifest
 from dtl_foundation.media.video_read import read_frames
 from dtl_foundation.run_layout import RunLayout
+from experiments.generate.video import crop_size, generate_video, load_video_renderer, portrait_from_image
 from lightning_modules.trained_model import (
     TrainedModel,
     load_trained_model,
@@ -52,13 +53,6 @@ def generate_split(checkpoint: str | Path, renderer: str | Path, out: str | Path
                    guidance: float | None = None, seed: int = 0, device: str = "cpu",
                    progress: bool = True) -> SplitGeneration:
     """Generate every `split` clip of the checkpoint's run that has a reference video, skipping those already done."""
-    from experiments.generate.video import (
-        crop_size,
-        generate_video,
-        load_video_renderer,
-        portrait_from_image,
-    )
-
     _, config_path = resolve_checkpoint(checkpoint)
     run_dir = RunLayout.of_attempt_file(config_path).root
     manifest, clips = split_clips(run_dir, split, limit)

@@ -15,9 +15,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from dtl_foundation.mead import EMOTION_INDEX
+from dtl_foundation.media.face_crop import crop_faces
+from dtl_foundation.media.face_detect import FaceLandmarker
 from dtl_foundation.media.video_read import VideoClip
+from dtl_foundation.weights import WeightsError
 from experiments.evaluate.inputs import VideoPair
 
+# Each scorer imports its metric (and any lightning_modules model) when it is built: `dtl eval --metrics lse` loads
+# SyncNet's dependencies, not those of FID, LPIPS, CPBD, FER or ArcFace (seconds each).
 METRIC_GROUPS = ("lse", "lse_expert", "fid", "lpips", "psnr", "ssim", "cpbd", "identity", "emotion", "lmd")
 # Each reported number and whether higher ("max") or lower ("min") is better: W&B summaries and the markdown table.
 GOALS: dict[str, str] = {
@@ -103,12 +109,12 @@ class Scorer:
 
 class SyncNetScores(Scorer):
     """LSE-C / LSE-D / AV offset with SyncNet v2 on 224 px crops around dlib's face boxes (detected every
-    `face_stride` frames and interpolated between), as dtl_foundation.media.face_crop reproduces syncnet_python's crops."""
+    `face_stride` frames and interpolated between), as dtl_foundation.media.face_crop reproduces syncnet_python's
+    crops."""
 
     group = "lse"
 
     def __init__(self, net, face_stride: int, device: str) -> None:
-        from dtl_foundation.media.face_detect import FaceLandmarker
         from metrics.syncnet import SyncNetScorer
 
         self.scorer = SyncNetScorer(net).to(device)
@@ -116,8 +122,6 @@ class SyncNetScores(Scorer):
         self.face_stride = face_stride
 
     def score(self, item: DecodedPair) -> dict[str, float]:
-        from dtl_foundation.media.face_crop import crop_faces
-
         frames = item.generated.frames
         boxes: list = [None] * len(frames)
         self.given = np.arange(0, len(frames), self.face_stride)
@@ -279,8 +283,6 @@ class EmotionScores(Scorer):
 
     def _probabilities(self, item: DecodedPair) -> tuple[torch.Tensor | None, int]:
         """Probabilities over the judge's classes and the target's index in them (-1: this judge cannot score it)."""
-        from dtl_foundation.mead import EMOTION_INDEX
-
         self.given = sample_index(len(item.generated.frames), self.sample)
         self.scored = self.given
         frames = item.generated.frames[self.given]
@@ -371,8 +373,6 @@ def _load_portrait(path: Path) -> np.ndarray:
 
 def build_scorers(options: EvalOptions, has_reference: bool, any_emotion: bool) -> ScorerPlan:
     """The requested groups that can run; for the others the reason they cannot (weights, inputs)."""
-    from dtl_foundation.weights import WeightsError
-
     plan = ScorerPlan()
     unknown = [m for m in options.metrics if m not in METRIC_GROUPS]
     if unknown:

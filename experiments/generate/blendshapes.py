@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from datamodules.blendshape_datamodule import resample_track
-from datamodules.corpus import load_track
 from datamodules.features import compute_features
+from datamodules.tracks import load_track
 from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio

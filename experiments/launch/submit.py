@@ -24,7 +24,8 @@ def main(argv: list[str]) -> int:
         return extract.main(argv[1:])
     parser = argparse.ArgumentParser(prog="dtl submit", description=__doc__)
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=emodiff_demo launcher.gpus_per_node=4")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides, e.g. experiment=emodiff_demo launcher.gpus_per_node=4")
     ns = parser.parse_args(argv)
     cfg = compose_for_submit(ns.overrides)
     script = render_sbatch(cfg, ns.overrides)

@@ -81,7 +81,7 @@ def _engine():
     with _quiet_engine_import():
         import sweeps
         # next_runs imports these on its first call, and that import draws from `random`: import before seeding.
-        from sweeps import bayes_search, grid_search, random_search  # noqa: F401
+        from sweeps import bayes_search, grid_search, random_search  # noqa: F401  (imported before seeding)
         from sweeps.config import schema
     return sweeps, schema
 

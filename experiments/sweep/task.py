@@ -21,14 +21,11 @@ import yaml
 
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.run_layout import RunLayout
+from dtl_foundation.slurm import is_rank_zero
 from experiments.sweep.engine import plain
 from experiments.sweep.runs import plan_run
 from experiments.sweep.store import SweepStore
 from experiments.train import run_train
-
-
-def is_rank_zero() -> bool:
-    return os.environ.get("SLURM_PROCID", "0") == "0"
 
 
 def train_in_process(overrides: list[str]) -> int:

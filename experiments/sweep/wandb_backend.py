@@ -101,7 +101,7 @@ def run_wandb_backend(spec: SweepSpec, fixed: list[str], *, max_runs: int | None
 
     try:
         sweep_id = wandb.sweep(sweep=config, project=project, entity=entity)
-    except Exception as e:  # wandb raises CommError, UsageError, requests errors alike for no login / no network
+    except Exception as e:  # noqa: BLE001  (wandb raises CommError, UsageError, requests errors for no login)
         print(f"dtl sweep: W&B did not create the sweep ({e}); --backend wandb needs `wandb login` (or "
               "WANDB_API_KEY, WANDB_BASE_URL for W&B Server); --backend local works offline", file=sys.stderr)
         return 1

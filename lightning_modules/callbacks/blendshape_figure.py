@@ -8,11 +8,11 @@ import lightning as L
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from dtl_foundation.arkit import INDEX  # noqa: E402
-from dtl_foundation.atomic_files import atomic_path  # noqa: E402
+from dtl_foundation.arkit import INDEX
+from dtl_foundation.atomic_files import atomic_path
 
 DEFAULT_SHAPES = ("jawOpen", "mouthClose", "mouthSmileLeft", "mouthFunnel", "browInnerUp", "eyeBlinkLeft")
 
