@@ -295,8 +295,9 @@ class FaceRenderer:
         for start in range(0, len(coeffs), chunk):
             geometry = self._geometry(coeffs[start:start + chunk])
             frames = np.empty((len(geometry), self.size, self.size, 3), dtype=np.uint8)
-            for k in range(len(geometry)):
-                self._draw(geometry[k], models[start + k], frames[k])
+            with self.ctx:  # current again: another renderer's context may have come and gone since
+                for k in range(len(geometry)):
+                    self._draw(geometry[k], models[start + k], frames[k])
             yield torch.from_numpy(frames)
 
     def render(self, coeffs, poses=None, chunk: int = 32) -> torch.Tensor:
