@@ -8,7 +8,7 @@ import sys
 
 SUBCOMMANDS = {
     "train": "train a model: dtl train experiment=NAME [hydra overrides]",
-    "eval": "evaluate generated videos: dtl eval GENERATED [--reference REF | --checkpoint RUN --renderer RUN] "
+    "eval": "evaluate generated videos: dtl eval GENERATED [--reference REF | --checkpoint RUN [--renderer RUN]] "
             "[--metrics M...] [--out DIR] [--group G]",
     "generate": "generate from audio: dtl generate blendshapes (ARKit CSV) | video --portrait IMG (MP4 with audio)",
     "sweep": "run a sweep (W&B sweep YAML): dtl sweep FILE [--slurm | --backend wandb] [overrides]",
