@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "train": Subcommand("experiments.train:run_train", "train a model: dtl train experiment=NAME [hydra overrides]"),
     "eval": Subcommand("experiments.evaluate.command:main",
                        "evaluate generated videos: dtl eval GENERATED [--reference REF | --checkpoint RUN "
-                       "--renderer RUN] [--metrics M...] [--out DIR] [--group G]"),
+                       "[--renderer RUN]] [--metrics M...] [--out DIR] [--group G]"),
     "generate": Subcommand("experiments.generate.command:main",
                            "generate from audio: dtl generate blendshapes (ARKit CSV) | video --portrait IMG "
                            "(MP4 with audio)"),

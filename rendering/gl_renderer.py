@@ -179,7 +179,10 @@ class FaceRenderer:
         self._owns_context = context is None
         self.samples = int(min(max(samples, 0), self.ctx.max_samples)) if samples > 1 else 0
         self._frame_rig()
-        self._make_gl_objects()
+        # every GL call runs with this renderer's context current: another renderer's context may have been made
+        # current (or released) since, and a context shared by several renderers is left as it was found
+        with self.ctx:
+            self._make_gl_objects()
 
     # --- geometry of the shot ---------------------------------------------------------------------------
     def _frame_rig(self) -> None:
@@ -235,10 +238,11 @@ class FaceRenderer:
 
     def release(self) -> None:
         """Free the GL objects (and the context when this renderer made it)."""
-        for obj in (self.vao, self.geometry, self.color_buffer, self.index_buffer, self.program, self.resolved):
-            obj.release()
-        if self.target_fbo is not self.resolved:
-            self.target_fbo.release()
+        with self.ctx:
+            for obj in (self.vao, self.geometry, self.color_buffer, self.index_buffer, self.program, self.resolved):
+                obj.release()
+            if self.target_fbo is not self.resolved:
+                self.target_fbo.release()
         if self._owns_context:
             self.ctx.release()
 
@@ -296,8 +300,9 @@ class FaceRenderer:
         for start in range(0, len(coeffs), chunk):
             geometry = self._geometry(coeffs[start:start + chunk])
             frames = np.empty((len(geometry), self.size, self.size, 3), dtype=np.uint8)
-            for k in range(len(geometry)):
-                self._draw(geometry[k], models[start + k], frames[k])
+            with self.ctx:
+                for k in range(len(geometry)):
+                    self._draw(geometry[k], models[start + k], frames[k])
             yield torch.from_numpy(frames)
 
     def render(self, coeffs, poses=None, chunk: int = 32) -> torch.Tensor:

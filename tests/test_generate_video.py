@@ -182,6 +182,15 @@ def test_eval_from_a_checkpoint_generates_the_held_out_split_then_scores_it(talk
     assert {p.name: p.stat().st_mtime_ns for p in (generated / "videos").iterdir() if p.name in stamps} == stamps
     assert json.loads((tmp_path / "eval3" / "metrics.json").read_text())["counts"]["psnr"] == 3
 
+    # without --renderer the warp renderer makes them: the portrait's own face moves, no 64-px network's blur
+    warp_args = [str(tmp_path / "warp"), "--checkpoint", str(talking_test_split_run), "--steps", "3",
+                 "--metrics", "psnr", "--sample-frames", "2", "--limit", "2", "--out", str(tmp_path / "eval_warp"),
+                 "--no-wandb"]
+    assert main(warp_args) == 0, capsys.readouterr().err
+    warp_psnr = json.loads((tmp_path / "eval_warp" / "metrics.json").read_text())["metrics"]["psnr"]
+    print(f"held-out PSNR: warp {warp_psnr:.2f} dB, face-vid2vid (2 training steps) {result['metrics']['psnr']:.2f}")
+    assert warp_psnr > result["metrics"]["psnr"] + 3
+
 
 def test_eval_from_a_checkpoint_needs_a_split_with_videos(runs, tmp_path, capsys):
     from experiments.evaluate.command import main

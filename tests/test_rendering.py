@@ -231,6 +231,16 @@ def test_renders_batched_sequences_at_256_and_512(rig, size):
         assert np.abs(frames[2, int(y), int(x)].numpy().astype(int) - background).sum() > 30  # on the face
 
 
+def test_a_renderer_draws_the_same_after_another_came_and_went(rig):
+    coeffs = np.zeros((2, 52), np.float32)
+    coeffs[1, INDEX["jawOpen"]] = 0.8
+    with FaceRenderer(rig, 64) as renderer:
+        before = renderer.render(coeffs).numpy()
+        with FaceRenderer(rig, 48) as other:
+            other.render(coeffs)
+        assert np.array_equal(renderer.render(coeffs).numpy(), before)
+
+
 def test_render_input_errors(rig):
     with FaceRenderer(rig, 64) as renderer:
         with pytest.raises(RenderError, match="poses"):

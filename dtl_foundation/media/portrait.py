@@ -69,19 +69,20 @@ def crop_box_from_landmarks(landmarks: np.ndarray) -> CropBox:
 
 
 def find_face(image: np.ndarray, landmarker: FaceLandmarker | None = None, source: str | os.PathLike = "image",
-              face_index: int | None = None) -> Face:
+              face_index: int | None = None, max_upsampled_side: int = MAX_UPSAMPLED_SIDE) -> Face:
     """One face of an RGB image with its 68 landmarks: the largest, or the `face_index`-th by size (0 = largest).
 
     Images larger than DETECT_MAX_SIDE are searched at that size and their landmarks placed at full resolution;
     when nothing is found the search is repeated with the image doubled (dlib's upsampling) while it stays within
-    MAX_UPSAMPLED_SIDE, which finds small and partly turned faces. With several faces the choice is logged. PortraitError naming `source` when there is no face or no such face index.
+    `max_upsampled_side` (0: no second search), which finds small and partly turned faces. With several faces the
+    choice is logged. PortraitError naming `source` when there is no face or no such face index.
     """
     landmarker = landmarker or FaceLandmarker(upsample=1)
     scale = min(1.0, DETECT_MAX_SIDE / max(image.shape[:2]))
     small = image if scale == 1 else np.asarray(Image.fromarray(image).resize(
         (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))), Image.Resampling.BOX))
     faces, upsample = landmarker.detect_all(small), landmarker.upsample
-    while not faces and max(small.shape[:2]) * 2 ** (upsample + 1) <= MAX_UPSAMPLED_SIDE:
+    while not faces and max(small.shape[:2]) * 2 ** (upsample + 1) <= max_upsampled_side:
         upsample += 1
         faces = FaceLandmarker(upsample=upsample).detect_all(small)
     if not faces:
@@ -105,8 +106,9 @@ def find_face(image: np.ndarray, landmarker: FaceLandmarker | None = None, sourc
 
 def detect_crop_box(image: np.ndarray, landmarker: FaceLandmarker | None = None,
                     source: str | os.PathLike = "image", face_index: int | None = None) -> CropBox:
-    """The crop of the chosen face (`find_face`) in an RGB image; PortraitError naming `source` when there is none."""
-    return crop_box_from_landmarks(find_face(image, landmarker, source, face_index).landmarks)
+    """The crop of the chosen face (`find_face`, one search: video frames are tried one after another) in an RGB
+    image; PortraitError naming `source` when there is none."""
+    return crop_box_from_landmarks(find_face(image, landmarker, source, face_index, max_upsampled_side=0).landmarks)
 
 
 def crop(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:

@@ -87,8 +87,8 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
                    style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                    seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
                    stem: str | None = None, side_dir: Path | None = None, **emotion_request) -> dict:
-    """Write <stem>.mp4 and <stem>_strip.png (6 frames, face-cropped) under out_dir and <stem>{_avatar.mp4,
-    _arkit.csv} under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
+    """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv,_strip.png} (the strip: 6 frames,
+    face-cropped) under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
     their paths and timings. `emotion_request`: the style_from, intensity and schedule_path options of
     generate_blendshapes."""
     timings = {}
@@ -100,7 +100,7 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
     stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
     side_dir = side_dir or out_dir
     paths = {"video": out_dir / f"{stem}.mp4", "avatar": side_dir / f"{stem}_avatar.mp4",
-             "arkit": side_dir / f"{stem}_arkit.csv", "strip": out_dir / f"{stem}_strip.png"}
+             "arkit": side_dir / f"{stem}_arkit.csv", "strip": side_dir / f"{stem}_strip.png"}
     write_live_link_csv(paths["arkit"], LiveLinkTrack(blendshapes=track, fps=fps))
 
     start = time.perf_counter()
