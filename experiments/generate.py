@@ -39,7 +39,7 @@ def style_source(style_from: str | None, style_path: Path | None) -> str:
     return source
 
 
-def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, level: int, *,
+def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str | None, level: int, *,
                          style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                          seed: int = 0, refiner: TrainedModel | None = None, style_from: str | None = None,
                          intensity: float | None = None, schedule_path: Path | None = None) -> np.ndarray:
@@ -48,8 +48,10 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, 
     `emotion` is a name or a mixture (`happy:0.6,surprised:0.4`) at `level`, or at a continuous `intensity`;
     `schedule_path` changes it over time instead. The style term comes from `style_from` (see style_source)."""
     source = style_source(style_from, style_path)
-    mix = parse_emotion(emotion, level, intensity)
     schedule = read_emotion_schedule(schedule_path, level) if schedule_path is not None else None
+    if schedule is None and emotion is None:
+        raise ValueError("give --emotion (an emotion or a mixture) or --emotion-schedule FILE")
+    mix = parse_emotion(emotion, level, intensity) if schedule is None else None
     wave = load_audio(audio_path, trained.features.sample_rate)
     check_not_silent(wave, audio_path)
     features = compute_features(wave, trained.fps, trained.features)
@@ -91,7 +93,9 @@ def request_metadata(trained: TrainedModel, ns: argparse.Namespace, audio_path: 
     style_path = Path(ns.style) if ns.style else None
     return {"audio": str(audio_path), "checkpoint": str(trained.checkpoint), "emotion": ns.emotion,
             "level": ns.level, "intensity": ns.intensity, "emotion_schedule": ns.emotion_schedule,
-            "resolved_emotion": parse_emotion(ns.emotion, ns.level, ns.intensity).describe(),
+            "resolved_emotion": (" then ".join(f"{mix.describe()} from {t:g} s" for t, mix in
+                                               read_emotion_schedule(ns.emotion_schedule, ns.level))
+                                 if ns.emotion_schedule else parse_emotion(ns.emotion, ns.level, ns.intensity).describe()),
             "style_from": style_source(ns.style_from, style_path), "style": ns.style,
             "guidance": ns.guidance if ns.guidance is not None else trained.model.generator.guidance_scale,
             "steps": ns.steps if ns.steps is not None else trained.model.generator.sample_steps, "seed": ns.seed}
@@ -113,8 +117,8 @@ def emotion_argument(text: str) -> str:
 
 def add_emotion_arguments(parser: argparse.ArgumentParser) -> None:
     """--emotion, --level, --intensity, --emotion-schedule, --style, --style-from: shared by blendshapes and video."""
-    parser.add_argument("--emotion", required=True, type=emotion_argument,
-                        help="an emotion, or a mixture such as happy:0.6,surprised:0.4")
+    parser.add_argument("--emotion", type=emotion_argument,
+                        help="an emotion, or a mixture such as happy:0.6,surprised:0.4 (or --emotion-schedule)")
     parser.add_argument("--level", type=int, default=3, help="intensity level 1-3 (neutral has 1 only)")
     parser.add_argument("--intensity", type=float, default=None,
                         help="continuous intensity 0 (neutral) .. 1 (top level), instead of --level")
@@ -127,9 +131,9 @@ def add_emotion_arguments(parser: argparse.ArgumentParser) -> None:
 
 def take_name(ns: argparse.Namespace) -> str:
     """<emotion>_level_<L> (or _intensity_<x>, or _schedule) for a take's file names; mixtures joined by '+'."""
-    emotion = "+".join(part.partition(":")[0] for part in ns.emotion.split(","))
     if ns.emotion_schedule:
-        return f"{emotion}_schedule"
+        return f"{Path(ns.emotion_schedule).stem}_schedule"
+    emotion = "+".join(part.partition(":")[0] for part in ns.emotion.split(","))
     return f"{emotion}_intensity_{ns.intensity:g}" if ns.intensity is not None else f"{emotion}_level_{ns.level}"
 
 
@@ -181,6 +185,8 @@ def main(argv: list[str]) -> int:
 
     add_video_parser(sub)
     ns = parser.parse_args(argv)
+    if ns.emotion is None and ns.emotion_schedule is None:
+        parser.error("give --emotion EMOTION (or a mixture such as happy:0.6,surprised:0.4) or --emotion-schedule FILE")
     if not ns.audio and not ns.audio_list and not getattr(ns, "audio_dir", None):
         parser.error("give --audio FILE [FILE ...], --audio-list LIST" + (" or --audio-dir DIR" if ns.what == "video"
                                                                            else ""))
