@@ -80,10 +80,10 @@ def main() -> None:
             print(f"  {e:>10}: " + "  ".join(f"L{lv} {m:.4f} / {c:.3f} / {o:5.2f}" for lv, (m, c, o) in row.items()))
         zero = score_emotion_control(model, judge, clips, style_from="bank", guidance=guidance, intensity=0.0,
                                      **common)
-        spread = neutral_spread(test, common["neutral"], common["coefficients"])
+        spread = neutral_spread(train, common["neutral"], common["coefficients"])
         report["intensity0_magnitude"], report["neutral_spread"] = float(np.nanmean(zero.magnitude)), spread
         print(f"intensity 0: mean distance from the speaker's neutral in the emotions' coefficients "
-              f"{np.nanmean(zero.magnitude):.4f} (real neutral clips: {spread:.4f})")
+              f"{np.nanmean(zero.magnitude):.4f} (the training speakers' neutral clips: {spread:.4f})")
     if ns.out:
         Path(ns.out).write_text(json.dumps(report, indent=1))
 

@@ -66,11 +66,14 @@ def speaker_neutral(clips: list[Clip]) -> dict[str, np.ndarray]:
             for s in speakers}
 
 
-def neutral_spread(clips: list[Clip], neutral: dict[str, np.ndarray], coefficients: dict[str, np.ndarray]) -> float:
-    """The corpus's own neutral spread: the mean distance of real neutral clips from their speaker's neutral,
-    in each emotion's coefficients (what a generated neutral face may differ by)."""
-    return float(np.mean([_magnitude(c.blendshapes, e, c.speaker, neutral, coefficients)
-                          for c in clips if c.emotion == "neutral" for e in coefficients]))
+def neutral_spread(train_clips: list[Clip], neutral: dict[str, np.ndarray],
+                   coefficients: dict[str, np.ndarray]) -> float:
+    """The corpus's own neutral spread as a held-out speaker sees it: the mean distance of the training
+    speakers' neutral clips from that speaker's neutral, in each emotion's coefficients. A generated neutral
+    face (which cannot know the new speaker's neutral) within it is as neutral as the corpus's own."""
+    return float(np.mean([_magnitude(c.blendshapes, e, speaker, neutral, coefficients)
+                          for speaker in neutral for c in train_clips if c.emotion == "neutral"
+                          for e in coefficients]))
 
 
 def request_batch(clips: list[Clip], emotion: str, level: int, model, *, style_frames: int,
