@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from lightning_modules.emotion_requests import mix_vector, parse_emotion, read_e
 from lightning_modules.networks.emodiff_generator import STYLE_SOURCES
 from experiments.trained_model import TrainedModel, load_trained_model
 
-log = logging.getLogger(__name__)
 DEFAULT_STYLE_FROM = "bank"
 """Label-only requests take their style from the checkpoint's style bank: the best of the three on held-out
 speakers (benchmarks/README.md, emotion control)."""

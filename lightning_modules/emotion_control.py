@@ -144,7 +144,7 @@ def score_emotion_control(model, judge: torch.nn.Module, clips: list[Clip], *, s
 
 
 def expression_magnitude(track: np.ndarray, emotion: str, speaker: str, neutral: dict | None,
-               coefficients: dict[str, np.ndarray] | None) -> float:
+                         coefficients: dict[str, np.ndarray] | None) -> float:
     """Mean distance from the speaker's neutral in the emotion's own coefficients (nan without references)."""
     if neutral is None or coefficients is None or emotion == "neutral":
         return float("nan")
