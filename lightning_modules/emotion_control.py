@@ -138,8 +138,8 @@ def score_emotion_control(model, judge: torch.nn.Module, clips: list[Clip], *, s
                 scores.recognised.append(int(probabilities[i].argmax()) == target)
                 scores.confidence.append(float(probabilities[i, target]))
                 scores.log_odds.append(float(log_odds[i]))
-                scores.magnitude.append(expression_magnitude(tracks[i, : len(clip.audio)].numpy(), emotion, clip.speaker,
-                                                   neutral, coefficients))
+                scores.magnitude.append(expression_magnitude(tracks[i, : len(clip.audio)].numpy(), emotion,
+                                                             clip.speaker, neutral, coefficients))
     return scores
 
 
