@@ -24,8 +24,8 @@ import torch
 from dtl_foundation.mead import EMOTIONS
 from lightning_modules.trained_model import load_trained_model
 from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
-from lightning_modules.emotion_control import (emotion_coefficients, heldout_neutral_clips, neutral_spread,
-                                               score_emotion_control, speaker_neutral)
+from lightning_modules.emotion_control import (emotion_coefficients, expression_magnitude, heldout_neutral_clips,
+                                               neutral_spread, score_emotion_control, speaker_neutral)
 
 DEFAULT_SETTINGS = ("label:1", "label:3", "bank:1", "bank:3", "clip:3", "ablated:3")
 
@@ -71,19 +71,25 @@ def main() -> None:
         guidance = float(model.guidance_scale)
         scores = score_emotion_control(model, judge, clips, style_from="bank", guidance=guidance,
                                        levels=(1, 2, 3), **common)
-        table = {e: {lv: (scores.mean("magnitude", e, lv), scores.mean("confidence", e, lv),
+        def corpus(e: str, lv: int) -> float:  # the held-out speakers' own clips of that emotion and level
+            return float(np.mean([expression_magnitude(c.blendshapes, e, c.speaker, common["neutral"],
+                                                       common["coefficients"])
+                                  for c in test if c.emotion == e and c.level == lv]))
+
+        table = {e: {lv: (scores.mean("magnitude", e, lv), corpus(e, lv), scores.mean("confidence", e, lv),
                           scores.mean("log_odds", e, lv)) for lv in (1, 2, 3)}
                  for e in EMOTIONS if e != "neutral"}
         report["levels"] = table
-        print("level: magnitude / judge confidence / its log-odds (bank, default guidance)")
+        print("level: magnitude (corpus) / judge confidence / its log-odds (bank, default guidance)")
         for e, row in table.items():
-            print(f"  {e:>10}: " + "  ".join(f"L{lv} {m:.4f} / {c:.3f} / {o:5.2f}" for lv, (m, c, o) in row.items()))
+            print(f"  {e:>10}: " + "  ".join(f"L{lv} {m:.3f} ({r:.3f}) / {c:.3f} / {o:5.1f}"
+                                            for lv, (m, r, c, o) in row.items()))
         zero = score_emotion_control(model, judge, clips, style_from="bank", guidance=guidance, intensity=0.0,
                                      **common)
-        spread = neutral_spread(test, common["neutral"], common["coefficients"])
+        spread = neutral_spread(train, common["neutral"], common["coefficients"])
         report["intensity0_magnitude"], report["neutral_spread"] = float(np.nanmean(zero.magnitude)), spread
         print(f"intensity 0: mean distance from the speaker's neutral in the emotions' coefficients "
-              f"{np.nanmean(zero.magnitude):.4f} (real neutral clips: {spread:.4f})")
+              f"{np.nanmean(zero.magnitude):.4f} (the training speakers' neutral clips: {spread:.4f})")
     if ns.out:
         Path(ns.out).write_text(json.dumps(report, indent=1))
 

@@ -66,11 +66,14 @@ def speaker_neutral(clips: list[Clip]) -> dict[str, np.ndarray]:
             for s in speakers}
 
 
-def neutral_spread(clips: list[Clip], neutral: dict[str, np.ndarray], coefficients: dict[str, np.ndarray]) -> float:
-    """The corpus's own neutral spread: the mean distance of real neutral clips from their speaker's neutral,
-    in each emotion's coefficients (what a generated neutral face may differ by)."""
-    return float(np.mean([_magnitude(c.blendshapes, e, c.speaker, neutral, coefficients)
-                          for c in clips if c.emotion == "neutral" for e in coefficients]))
+def neutral_spread(train_clips: list[Clip], neutral: dict[str, np.ndarray],
+                   coefficients: dict[str, np.ndarray]) -> float:
+    """The corpus's own neutral spread as a held-out speaker sees it: the mean distance of the training
+    speakers' neutral clips from that speaker's neutral, in each emotion's coefficients. A generated neutral
+    face (which cannot know the new speaker's neutral) within it is as neutral as the corpus's own."""
+    return float(np.mean([expression_magnitude(c.blendshapes, e, speaker, neutral, coefficients)
+                          for speaker in neutral for c in train_clips if c.emotion == "neutral"
+                          for e in coefficients]))
 
 
 def request_batch(clips: list[Clip], emotion: str, level: int, model, *, style_frames: int,
@@ -135,13 +138,13 @@ def score_emotion_control(model, judge: torch.nn.Module, clips: list[Clip], *, s
                 scores.recognised.append(int(probabilities[i].argmax()) == target)
                 scores.confidence.append(float(probabilities[i, target]))
                 scores.log_odds.append(float(log_odds[i]))
-                scores.magnitude.append(_magnitude(tracks[i, : len(clip.audio)].numpy(), emotion, clip.speaker,
-                                                   neutral, coefficients))
+                scores.magnitude.append(expression_magnitude(tracks[i, : len(clip.audio)].numpy(), emotion,
+                                                             clip.speaker, neutral, coefficients))
     return scores
 
 
-def _magnitude(track: np.ndarray, emotion: str, speaker: str, neutral: dict | None,
-               coefficients: dict[str, np.ndarray] | None) -> float:
+def expression_magnitude(track: np.ndarray, emotion: str, speaker: str, neutral: dict | None,
+                         coefficients: dict[str, np.ndarray] | None) -> float:
     """Mean distance from the speaker's neutral in the emotion's own coefficients (nan without references)."""
     if neutral is None or coefficients is None or emotion == "neutral":
         return float("nan")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -19,32 +18,48 @@ from datamodules.tracks import load_track
 from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
-from lightning_modules.emotion_requests import (
-    mix_vector,
-    parse_emotion,
-    read_emotion_schedule,
-    schedule_vectors,
-)
+from dtl_foundation.mead import EMOTION_INDEX
+from lightning_modules.emotion_requests import (EmotionMix, mix_vector, parse_emotion, read_emotion_schedule,
+                                                schedule_vectors)
 from lightning_modules.networks.emodiff_generator import STYLE_SOURCES
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 
-log = logging.getLogger(__name__)
 DEFAULT_STYLE_FROM = "bank"
-"""Label-only requests take their style from the checkpoint's style bank: the best of the three on held-out
-speakers (benchmarks/README.md, emotion control)."""
+"""Requests without a reference clip take their style from the checkpoint's style bank: on held-out speakers
+as good as the label alone once the label path is trained, better where it is weak (benchmarks/README.md)."""
 
 
-def style_source(style_from: str | None, style_path: Path | None) -> str:
-    """The style source a request uses: as asked, else the reference clip when one is given, else the bank."""
+def style_source(style_from: str | None, style_path: Path | None, generator=None, mixes=(),
+                 warn: bool = True) -> str:
+    """The style source a request uses: as asked, else the reference clip when one is given, else the bank;
+    by default (not when asked for) the label alone where the bank lacks an (emotion, level) of `mixes`."""
     source = style_from or ("clip" if style_path is not None else DEFAULT_STYLE_FROM)
     if source not in STYLE_SOURCES:
         raise ValueError(f"style_from must be one of {', '.join(STYLE_SOURCES)}, not {source!r}")
     if source == "clip" and style_path is None:
         raise ValueError("--style-from clip needs a reference clip (--style FILE)")
+    if style_from is None and source == "bank" and generator is not None:
+        missing = sorted({(e, lv) for mix in mixes for e, lv, _ in mix.parts
+                          if generator.bank_count[EMOTION_INDEX[e], lv] == 0})
+        if missing and warn:
+            print(f"dtl generate: the checkpoint's style bank has no {missing}; using the label alone",
+                  file=sys.stderr)
+        if missing:
+            return "label"
     return source
 
 
-def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, level: int, *,
+def request_mixes(emotion: str | None, level: int, intensity: float | None,
+                  schedule_path: Path | None) -> list[tuple[float, EmotionMix]]:
+    """The request as (start second, mixture) pairs: one from 0 s, or the schedule file's."""
+    if schedule_path is not None:
+        return read_emotion_schedule(schedule_path, level)
+    if emotion is None:
+        raise ValueError("give --emotion (an emotion or a mixture) or --emotion-schedule FILE")
+    return [(0.0, parse_emotion(emotion, level, intensity))]
+
+
+def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str | None, level: int, *,
                          style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                          seed: int = 0, refiner: TrainedModel | None = None, style_from: str | None = None,
                          intensity: float | None = None, schedule_path: Path | None = None) -> np.ndarray:
@@ -52,9 +67,8 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, 
 
     `emotion` is a name or a mixture (`happy:0.6,surprised:0.4`) at `level`, or at a continuous `intensity`;
     `schedule_path` changes it over time instead. The style term comes from `style_from` (see style_source)."""
-    source = style_source(style_from, style_path)
-    mix = parse_emotion(emotion, level, intensity)
-    schedule = read_emotion_schedule(schedule_path, level) if schedule_path is not None else None
+    schedule = request_mixes(emotion, level, intensity, schedule_path)
+    source = style_source(style_from, style_path, trained.model.generator, [mix for _, mix in schedule])
     wave = load_audio(audio_path, trained.features.sample_rate)
     check_not_silent(wave, audio_path)
     features = compute_features(wave, trained.fps, trained.features)
@@ -75,8 +89,8 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, 
         init, init_known = torch.from_numpy(track[:1]).to(device), ~init_known
     options = dict(style_from=source, style=style, style_mask=style_mask)
     frames = len(audio)
-    vector = (schedule_vectors(generator, schedule, frames, trained.fps, **options) if schedule is not None
-              else mix_vector(generator, mix, **options))
+    vector = (schedule_vectors(generator, schedule, frames, trained.fps, **options) if len(schedule) > 1
+              else mix_vector(generator, schedule[0][1], **options))
     batch = {"audio": torch.from_numpy(audio)[None].to(device), "init": init, "init_known": init_known,
              "emotion_vector": vector}
     rng = torch.Generator(device=device).manual_seed(seed)
@@ -94,10 +108,13 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str, 
 def request_metadata(trained: TrainedModel, ns: argparse.Namespace, audio_path: Path) -> dict:
     """What produced a take, written beside its CSV (Live Link CSVs have no room for it)."""
     style_path = Path(ns.style) if ns.style else None
+    schedule = request_mixes(ns.emotion, ns.level, ns.intensity,
+                             Path(ns.emotion_schedule) if ns.emotion_schedule else None)
     return {"audio": str(audio_path), "checkpoint": str(trained.checkpoint), "emotion": ns.emotion,
             "level": ns.level, "intensity": ns.intensity, "emotion_schedule": ns.emotion_schedule,
-            "resolved_emotion": parse_emotion(ns.emotion, ns.level, ns.intensity).describe(),
-            "style_from": style_source(ns.style_from, style_path), "style": ns.style,
+            "resolved_emotion": " then ".join(f"{mix.describe()} from {t:g} s" for t, mix in schedule),
+            "style_from": style_source(ns.style_from, style_path, trained.model.generator,
+                                       [mix for _, mix in schedule], warn=False), "style": ns.style,
             "guidance": ns.guidance if ns.guidance is not None else trained.model.generator.guidance_scale,
             "steps": ns.steps if ns.steps is not None else trained.model.generator.sample_steps, "seed": ns.seed}
 
@@ -118,8 +135,8 @@ def emotion_argument(text: str) -> str:
 
 def add_emotion_arguments(parser: argparse.ArgumentParser) -> None:
     """--emotion, --level, --intensity, --emotion-schedule, --style, --style-from: shared by blendshapes and video."""
-    parser.add_argument("--emotion", required=True, type=emotion_argument,
-                        help="an emotion, or a mixture such as happy:0.6,surprised:0.4")
+    parser.add_argument("--emotion", type=emotion_argument,
+                        help="an emotion, or a mixture such as happy:0.6,surprised:0.4 (or --emotion-schedule)")
     parser.add_argument("--level", type=int, default=3, help="intensity level 1-3 (neutral has 1 only)")
     parser.add_argument("--intensity", type=float, default=None,
                         help="continuous intensity 0 (neutral) .. 1 (top level), instead of --level")
@@ -132,9 +149,9 @@ def add_emotion_arguments(parser: argparse.ArgumentParser) -> None:
 
 def take_name(ns: argparse.Namespace) -> str:
     """<emotion>_level_<L> (or _intensity_<x>, or _schedule) for a take's file names; mixtures joined by '+'."""
-    emotion = "+".join(part.partition(":")[0] for part in ns.emotion.split(","))
     if ns.emotion_schedule:
-        return f"{emotion}_schedule"
+        return f"{Path(ns.emotion_schedule).stem}_schedule"
+    emotion = "+".join(part.partition(":")[0] for part in ns.emotion.split(","))
     return f"{emotion}_intensity_{ns.intensity:g}" if ns.intensity is not None else f"{emotion}_level_{ns.level}"
 
 
