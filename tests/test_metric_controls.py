@@ -22,8 +22,8 @@ from test_face_metrics import warp_mouth_down
 import metrics.identity
 import metrics.landmark_distance
 from experiments.evaluate.controls import animate, blob, noisy, other_person_image
-from experiments.evaluate.scorers import EmotionScores, IdentityScores, LandmarkScores, PairedImageScores, \
-    SharpnessScores
+from experiments.evaluate.scorers import (EmotionScores, IdentityScores, LandmarkScores, PairedImageScores,
+                                            SharpnessScores)
 from experiments.evaluate.validity import check_video, scorer_validity
 from metrics.face_check import FaceCheck
 from dtl_foundation.media.face_detect import FaceLandmarker
@@ -135,12 +135,12 @@ def test_identity_same_person_rate_separates_the_portrait_from_a_blob_and_anothe
 class ConstantLogits(torch.nn.Module):
     """An emotion judge that says the same thing whatever the face."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(x.shape[0], 7, dtype=x.dtype) + self.anchor.to(x.dtype)
-
     def __init__(self) -> None:
         super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # FER reads device and dtype from it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 7, dtype=x.dtype) + self.anchor.to(x.dtype)
 
 
 def test_fer_emotion_separates_a_smile_from_a_neutral_face_and_says_no_face_for_the_blob(controls, face_check,

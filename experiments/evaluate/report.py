@@ -52,7 +52,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         shown = f"~~{format_number(value)}~~ not valid" if name in flagged else format_number(value)
         lines.append(f"| {name} | {shown} | {goal} | {result['counts'].get(name, '')} | "
                      + " | ".join(validity_cells(result, name)) + " |")
-    invalid = [(video, group, verdict["why"]) for video, groups in result.get("validity", {}).get("per_video", {}).items()
+    per_video = result.get("validity", {}).get("per_video", {})
+    invalid = [(video, group, verdict["why"]) for video, groups in per_video.items()
                for group, verdict in groups.items() if not verdict["valid"]]
     if invalid:
         lines += ["", "Not valid, per video:", ""]
