@@ -5,8 +5,8 @@ malformed, replayed and oversized requests write nothing."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 import pytest
