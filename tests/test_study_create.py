@@ -152,3 +152,26 @@ def test_identity_trials_show_the_clips_reference_picture(tmp_path, folders):
     assert seen == {"identity": len(CLIPS), "attention": 1}
     assert study_main(["create", "identity2", *[f"{m}={f}" for m, f in folders.items()], "--participants", "1",
                        "--out", str(study["out"])]) == 1  # the folder holds a study's links already
+
+
+def test_migrate_command_and_the_studys_own_title_and_consent(tmp_path, folders, capsys):
+    import httpx
+
+    from experiments.study.server import create_app
+    from study_helpers import running_server
+
+    url = database_url(tmp_path / "fresh.db")
+    assert study_main(["migrate", "--db", url]) == 0
+    assert f"schema at revision {head_revision()}" in capsys.readouterr().out
+    consent = tmp_path / "consent.txt"
+    consent.write_text("Approved by the ethics board, protocol 7. You may stop at any time.\n")
+    out = tmp_path / "titled"
+    assert study_main(["create", "titled", *[f"{m}={f}" for m, f in folders.items()], "--participants", "1",
+                       "--title", "Which face talks better?", "--consent", str(consent), "--out", str(out),
+                       "--db", url]) == 0
+    token = (out / "links.csv").read_text().splitlines()[1].rsplit("/", 1)[1]
+    with running_server(create_app(url)) as base, httpx.Client(base_url=base) as c:
+        state = c.get(f"/api/p/{token}/state").json()
+        page = c.get(f"/p/{token}").text
+    assert state["consent"] == consent.read_text().strip() and state["title"] == "Which face talks better?"
+    assert "<title>Which face talks better?</title>" in page

@@ -5,8 +5,8 @@ malformed, replayed and oversized requests write nothing."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 import pytest
@@ -215,7 +215,7 @@ def test_without_the_unique_constraint_a_second_answer_would_be_stored(tmp_path)
 def test_oversized_and_unsized_bodies_are_refused_before_anything_is_read(lab, tmp_path):
     token = lab["study"]["tokens"][1]
     with client(lab) as c:
-        state = c.get(api(token, "/state")).json()
+        state = c.post(api(token, "/consent"), json={"agree": True}).json()  # consented before or not
         padded = json.dumps({"trial": state["trial"]["trial"], "choice": 0}).encode() + b" " * 4096
         before = dump(lab["url"])
         response = c.post(api(token, "/answers"), content=padded, headers={"content-type": "application/json"})

@@ -98,13 +98,13 @@ def record_answer(session: Session, participant: Participant, position: int, cho
                        answered_at=utc_now()))
     try:
         session.flush()
+        if current_trial(session, participant, commit=False) is None:  # else the next one is shown from now on
+            participant.completed_at = utc_now()
+        session.commit()  # one transaction: the answer, and the next trial's shown time or the completion
     except IntegrityError:  # the same trial answered by a concurrent request: the first one stays
         session.rollback()
         stored = session.scalar(select(Answer).where(Answer.trial_id == trial.id))
         return _replay(stored, choice, rating)
-    if current_trial(session, participant, commit=False) is None:  # else the next one is shown from now on
-        participant.completed_at = utc_now()
-    session.commit()  # one transaction: the answer, and the next trial's shown time or the completion
     return Recorded(stored=True)
 
 

@@ -18,6 +18,8 @@ from dtl_foundation.atomic_files import atomic_write_bytes, atomic_write_text
 from experiments.study.report import StudyReport
 
 CRITERION_NAMES = {"lip_sync": "lip sync", "emotion": "emotion", "realism": "realism", "identity": "identity"}
+TABLE_TITLES = {"participants": "Participants", "preferences": "Pairwise preferences", "mos": "Mean opinion scores",
+                "agreement": "Inter-rater agreement"}
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -64,7 +66,7 @@ def _lead(report: StudyReport) -> str:
 def markdown(report: StudyReport, stamp: str) -> str:
     parts = [f"# User study {report.study}", "", _lead(report), ""]
     for name, (header, rows) in tables(report).items():
-        parts += [f"## {name.capitalize()}", "", _md_table(header, rows), ""]
+        parts += [f"## {TABLE_TITLES[name]}", "", _md_table(header, rows), ""]
     parts += [f"_{stamp}_", ""]
     return "\n".join(parts)
 
@@ -106,7 +108,7 @@ def html_report(report: StudyReport, stamp: str) -> str:
              f"{html.escape(report.study)}</title><style>{style}</style></head><body>",
              f"<h1>User study {html.escape(report.study)}</h1><p>{html.escape(_lead(report))}</p>"]
     for name, (header, rows) in tables(report).items():
-        parts.append(f"<h2>{html.escape(name.capitalize())}</h2><table><tr>"
+        parts.append(f"<h2>{html.escape(TABLE_TITLES[name])}</h2><table><tr>"
                      + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
                      + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
                      + "</table>")

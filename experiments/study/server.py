@@ -27,9 +27,9 @@ from experiments.study.database import open_database
 from experiments.study.guard import RequestGuard
 from experiments.study.models import Participant, Study
 from experiments.study.pages import participant_page
-from experiments.study.participation import (ParticipationError, current_trial, give_consent, media_path,
-                                             own_answers, participant_by_token, record_answer, reference_path,
-                                             total_trials, answered_count)
+from experiments.study.participation import (ParticipationError, answered_count, current_trial, give_consent,
+                                             media_path, own_answers, participant_by_token, record_answer,
+                                             reference_path, total_trials)
 from experiments.study.results import study_answers
 from experiments.study.store import hash_token
 from experiments.study.wording import RATING_LABELS, instructions, question

@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from experiments.evaluate.inputs import emotion_of
 from experiments.study.models import Clip, Method, Participant, Study, Trial, TrialMedia, Video
 from experiments.study.plan import Shown, study_plan
-from experiments.evaluate.inputs import emotion_of
 from experiments.study.sources import MethodVideos
 
 TOKEN_BYTES = 24

@@ -36,7 +36,9 @@ def instructions(design: str) -> list[str]:
                 "better; if they seem equally good, choose the one you lean towards.",
                 "Click A or B, or press the A or B key (the left and right arrow keys work too).", *common]
     return ["Each page shows one video and one question. Rate it from 1 (bad) to 5 (excellent).",
-            "Click a rating or press the keys 1 to 5.", *common]
+            "Click a rating or press the keys 1 to 5.",
+            "A few pages show two videos, A and B, instead: choose the one that fits the question better (click, or "
+            "press A or B).", *common]
 
 
 def question(kind: str, criterion: str, emotion: str | None) -> str:
