@@ -88,13 +88,17 @@ def _explain(absent: dict[str, list[str]], deps: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+# another apt or dpkg at work (unattended upgrades, a second make) holds dpkg's lock: wait for it, not fail
+_WAIT_FOR_LOCK = ["-o", "DPkg::Lock::Timeout=600", "-qq"]
+
+
 def _apt(command: list[str]) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     prefix = command[:command.index("apt-get")]
     print(f"sysdeps: {shlex.join(prefix + ['apt-get', 'update'])}", flush=True)
-    subprocess.run(prefix + ["apt-get", "update", "-qq"], env=env, check=True)
+    subprocess.run(prefix + ["apt-get", "update", *_WAIT_FOR_LOCK], env=env, check=True)
     print(f"sysdeps: {shlex.join(command)}", flush=True)
-    subprocess.run([*command, "-qq"], env=env, check=True)
+    subprocess.run([*command, *_WAIT_FOR_LOCK], env=env, check=True)
 
 
 def ensure(purpose: str, *, check_only: bool = False, deps: dict[str, dict] | None = None,
