@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def espeak(path: Path, text: str) -> Path:
-    assert shutil.which("espeak-ng"), "espeak-ng is not installed (apt-get install espeak-ng, or run make test, which installs it)"
+    assert shutil.which("espeak-ng"), ("espeak-ng is not installed (apt-get install espeak-ng, or run make test, "
+                                       "which installs it)")
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
     return path
 

@@ -239,7 +239,8 @@ def test_ssim_matches_skimage_on_grayscale_0_255():
 @pytest.fixture(scope="module")
 def speech_int16(tmp_path_factory) -> np.ndarray:
     """Real synthesised speech (espeak-ng), resampled to 16 kHz and quantised to int16 as SyncNet's ffmpeg step does."""
-    assert shutil.which("espeak-ng"), "espeak-ng is not installed (apt-get install espeak-ng, or run make test, which installs it)"
+    assert shutil.which("espeak-ng"), ("espeak-ng is not installed (apt-get install espeak-ng, or run make test, "
+                                       "which installs it)")
     import soundfile
     import soxr
 
