@@ -38,7 +38,7 @@ install: $(STAMP)
 # (outputs/demo_video/face_vid2vid/); evaluate the warp video, and two held-out clips generated (warp) from their
 # speech, emotion and first frame (dtl eval); set up a blind user study of the held-out clips against the corpus's
 # renders (`dtl study serve --db outputs/demo_study` serves it; docs/study.md); compare the runs (table printed,
-# markdown + HTML in outputs/demo_report/).
+# markdown + HTML in outputs/demo_report/, with the avatar, warp and face-vid2vid videos side by side).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
 demo: sysdeps install
 	$(DTL) data demo --root data/demo
@@ -66,7 +66,9 @@ demo: sysdeps install
 		--criteria lip_sync realism --participants 4 --attention-checks 1 --out outputs/demo_study
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
-		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report
+		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report \
+		--video avatar=outputs/demo_video/001_happy_level_3_avatar.mp4 --video warp=outputs/demo_video/001_happy_level_3.mp4 \
+		--video face-vid2vid=outputs/demo_video/face_vid2vid/001_happy_level_3.mp4
 
 test: sysdeps install lint
 	$(PY) -m pytest $(PYTEST_ARGS)

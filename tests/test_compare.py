@@ -199,6 +199,33 @@ def test_html_report_is_self_contained(outputs, tmp_path, capsys):
     assert np.asarray(sample).std() > 10  # a real figure, not a blank frame
 
 
+def test_videos_side_by_side_playable_with_their_strips(outputs, tmp_path, capsys):
+    """--video LABEL=MP4: each video inline (its bytes, sound included), in order, with the strip beside it."""
+    from talking_video import talking_video
+
+    videos = {}
+    for i, label in enumerate(("avatar", "warp")):
+        folder = tmp_path / label
+        folder.mkdir()
+        videos[label] = talking_video(folder, "Side by side in the report.", seed=i)
+    strip = np.random.default_rng(0).integers(0, 255, (64, 6 * 64, 3), dtype=np.uint8)
+    Image.fromarray(strip).save(videos["warp"].with_name("talking_strip.png"))
+    out = tmp_path / "report"
+    args = [outputs, "--out", out] + [f"--video={label}={path}" for label, path in videos.items()]
+    assert run_compare(args, capsys)[0] == 0
+    document = (out / "report.html").read_text()
+    sources = re.findall(r'<video controls preload="metadata" src="data:video/mp4;base64,([^"]+)"', document)
+    assert [base64.b64decode(s) for s in sources] == [p.read_bytes() for p in videos.values()]
+    assert re.findall(r"<figcaption>(\w+): talking.mp4</figcaption>", document) == ["avatar", "warp"]
+    assert 'alt="warp: frames"' in document and 'alt="avatar: frames"' not in document
+
+    code, _, err = run_compare([outputs, "--out", tmp_path / "bad", "--video", f"warp={tmp_path / 'gone.mp4'}"],
+                               capsys)
+    assert code == 1 and "gone.mp4 does not exist" in err and not (tmp_path / "bad").exists()
+    assert "<h2>Videos</h2>" not in (run_compare([outputs, "--out", tmp_path / "none"], capsys),
+                                     (tmp_path / "none" / "report.html").read_text())[1]
+
+
 @pytest.mark.slow
 def test_chromium_renders_the_table(outputs, tmp_path, capsys):
     assert run_compare([outputs, "--out", tmp_path], capsys)[0] == 0

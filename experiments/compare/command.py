@@ -49,6 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
                         help="a config key or glob that does not make a variant (repeatable), e.g. trainer.devices")
     parser.add_argument("--images", type=int, default=6, help="sample images to embed in the HTML report")
+    parser.add_argument("--video", action="append", default=[], metavar="LABEL=MP4",
+                        help="a video shown (playable, with sound) in the HTML report, side by side with the other "
+                             "--video ones, with the frame strip `dtl generate video` writes beside it")
     parser.add_argument("--out", type=Path, help="write OUT/report.md and OUT/report.html")
     args = parser.parse_args(argv)
     if not args.paths and not args.group:
@@ -138,10 +141,26 @@ def print_table(table: ComparisonTable, console: Console) -> None:
         console.print(f"note: {note}", highlight=False)
 
 
+def report_videos(specs: list[str]) -> list[tuple[str, Path]]:
+    """LABEL=MP4 pairs, each file checked before anything is written."""
+    videos = []
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise ComparisonError(f"--video {spec!r}: give LABEL=PATH, e.g. warp=outputs/demo_video/001.mp4")
+        if not Path(path).is_file():
+            raise ComparisonError(f"--video {label}: {path} does not exist")
+        if Path(path).suffix.lower() != ".mp4":
+            raise ComparisonError(f"--video {label}: {path} is not an MP4 (browsers play MP4 with H.264)")
+        videos.append((label, Path(path)))
+    return videos
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     warnings: list[str] = []
     try:
+        videos = report_videos(args.video)
         runs = collect_runs(args, warnings)
         table = build_table(runs, metrics=args.metric, goals=args.goal, baseline=args.baseline,
                             ignore=tuple(args.ignore))
@@ -152,7 +171,7 @@ def main(argv: list[str]) -> int:
         print(f"dtl compare: warning: {warning}", file=sys.stderr)
     if args.out:  # written before printing, so a closed pipe on stdout cannot lose the reports
         atomic_write_text(args.out / "report.md", markdown_report(table))
-        atomic_write_text(args.out / "report.html", render_report(table, max_images=args.images))
+        atomic_write_text(args.out / "report.html", render_report(table, max_images=args.images, videos=videos))
     # piped to a file or a log, rich would fold the table into 80 columns (unless $COLUMNS says otherwise)
     wide = sys.stdout.isatty() or os.environ.get("COLUMNS")
     print_table(table, Console(highlight=False, width=None if wide else 240))

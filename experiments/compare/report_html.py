@@ -1,4 +1,4 @@
-"""The comparison as one self-contained HTML page: table, validation curves and sample images, all inline."""
+"""The comparison as one self-contained HTML page: table, validation curves, sample images and videos, all inline."""
 
 from __future__ import annotations
 
@@ -36,11 +36,28 @@ table.plain th {{ background: #f0f0f0; }}
 figure {{ display: inline-block; margin: 8px 16px 8px 0; vertical-align: top; }}
 figcaption {{ font-size: 12px; color: #444; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}
+video {{ width: 320px; background: #000; }}
+div.videos figure img {{ width: 320px; display: block; margin-top: 4px; }}
 """
 
 
 def _png_data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def strip_beside(video: Path) -> Path | None:
+    """The frame strip `dtl generate video` writes beside its MP4 (<stem>_strip.png), if there is one."""
+    strip = video.with_name(f"{video.stem}_strip.png")
+    return strip if strip.is_file() else None
+
+
+def video_figure(label: str, video: Path) -> str:
+    """A playable MP4 (with its sound) and, where there is one, its frame strip, inline."""
+    source = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode("ascii")
+    strip = strip_beside(video)
+    still = f'<img alt="{html.escape(label)}: frames" src="{_png_data_uri(image_png(strip))}">' if strip else ""
+    return (f'<figure><video controls preload="metadata" src="{source}"></video>{still}'
+            f"<figcaption>{html.escape(label)}: {html.escape(video.name)}</figcaption></figure>")
 
 
 def curve_metric(metric: str, table: ComparisonTable) -> str | None:
@@ -133,14 +150,18 @@ def _figure(png: bytes, alt: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def render_report(table: ComparisonTable, max_images: int = 6, title: str = "Run comparison") -> str:
-    """The whole report as one HTML document with no outside references."""
+def render_report(table: ComparisonTable, max_images: int = 6, title: str = "Run comparison",
+                  videos: list[tuple[str, Path]] = ()) -> str:
+    """The whole report as one HTML document with no outside references; `videos` (label, MP4) side by side."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">Generated {time.strftime("%Y-%m-%d %H:%M")}. {html.escape(reading_guide(table))}</p>',
              f'<div class="wide">{_table_html(*table_cells(table), "comparison")}</div>']
     if table.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>")
 
+    if videos:
+        parts += ["<h2>Videos</h2>", '<div class="videos">'
+                  + "".join(video_figure(label, path) for label, path in videos) + "</div>"]
     parts.append("<h2>Curves</h2>")
     drawn = set()
     for metric in table.metrics:
