@@ -111,7 +111,7 @@ def test_blob_is_flagged_everywhere_and_the_faithful_portrait_reads_the_same_per
     def always_valid(frames, scored, checked, failed_check, face_based=True) -> Validity:
         return Validity(frames, scored, checked, failed_check, valid=True, why="")
 
-    monkeypatch.setattr(experiments.evaluation_validity, "judge", always_valid)
+    monkeypatch.setattr(experiments.evaluate.validity, "judge", always_valid)
     from experiments.evaluate.command import evaluate
     from experiments.evaluate.scorers import EvalOptions
 

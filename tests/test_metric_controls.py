@@ -22,8 +22,8 @@ from test_face_metrics import warp_mouth_down
 import metrics.identity
 import metrics.landmark_distance
 from experiments.evaluate.controls import animate, blob, noisy, other_person_image
-from experiments.evaluate.scorers import (EmotionScores, IdentityScores, LandmarkScores, PairedImageScores,
-                                            SharpnessScores)
+from experiments.evaluate.face_scorers import EmotionScores, IdentityScores, LandmarkScores
+from experiments.evaluate.scorers import PairedImageScores, SharpnessScores
 from experiments.evaluate.validity import check_video, scorer_validity
 from metrics.face_check import FaceCheck
 from dtl_foundation.media.face_detect import FaceLandmarker

@@ -172,7 +172,7 @@ def test_trained_judge_controls_asked_emotion_beats_neutral_and_other_emotion_vi
     from controls_helpers import assert_ranks, clip_item
 
     from datamodules.manifest import Manifest
-    from experiments.evaluate.scorers import EmotionScores
+    from experiments.evaluate.face_scorers import EmotionScores
     from dtl_foundation.media.video_read import read_video
 
     cfg = trained_video_emotion["cfg"]

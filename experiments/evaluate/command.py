@@ -19,13 +19,8 @@ from tqdm import tqdm
 from dtl_foundation.media.video_read import VideoReadError, read_video
 from experiments.evaluate.inputs import EvaluationInputError, VideoPair, match_videos
 from experiments.evaluate.report import log_to_wandb, write_outputs
-from experiments.evaluate.scorers import (
-    METRIC_GROUPS,
-    DecodedPair,
-    EvalOptions,
-    build_scorers,
-    sample_index,
-)
+from experiments.evaluate.scorer_plan import build_scorers
+from experiments.evaluate.scorers import METRIC_GROUPS, DecodedPair, EvalOptions, sample_index
 from experiments.evaluate.validity import (
     as_json,
     check_video,

