@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.video_frames_datamodule import (FaceVideoCache, VideoFramesDataModule, crop_square, load_face_video,
-                                                 select_records)
+from datamodules.video_frames_datamodule import FaceVideoCache, VideoFramesDataModule, load_face_video, select_records
+from dtl_foundation.media.face_square import crop_square
 from dtl_foundation.media.video_read import read_frames
 
 CLASSIFIER_STEPS = 1000
