@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import Any
 
@@ -136,16 +137,17 @@ class EmoDiff(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=batch["audio"].shape[0])
         return losses["loss"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if getattr(self.trainer.strategy, "zero_stage_3", False):
-            # ZeRO-3 keeps only a shard of large parameters between steps: gather them, or the EMA sees nothing.
-            import deepspeed
+    def _gathered(self, params: list[nn.Parameter], modifier_rank: int | None = None):
+        """ZeRO-3 keeps only a shard of large parameters between steps: gather them where they are used whole."""
+        if not getattr(self.trainer.strategy, "zero_stage_3", False):
+            return contextlib.nullcontext()
+        import deepspeed  # optional: installed with the DeepSpeed extra only
 
-            params = [*self.ema.parameters(), *self.model.parameters()]
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-                self.ema.update_parameters(self.model)
-            return
-        self.ema.update_parameters(self.model)
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with self._gathered([*self.ema.parameters(), *self.model.parameters()], modifier_rank=0):
+            self.ema.update_parameters(self.model)
 
     # --- style bank ----------------------------------------------------------------------------------------
     def fill_style_bank(self) -> None:
@@ -153,8 +155,9 @@ class EmoDiff(L.LightningModule):
         dataset = self.trainer.datamodule.datasets["train"]
         frames = dataset.style_frames
         clips = [torch.from_numpy(c.blendshapes[:frames]) for c in dataset.clips]
-        self.generator.fill_style_bank(clips, [EMOTION_INDEX[c.emotion] for c in dataset.clips],
-                                       [c.level for c in dataset.clips])
+        with self._gathered(list(self.generator.parameters())):
+            self.generator.fill_style_bank(clips, [EMOTION_INDEX[c.emotion] for c in dataset.clips],
+                                           [c.level for c in dataset.clips])
         for name in ("bank_mean", "bank_exemplar", "bank_count"):
             self.model.get_buffer(name).copy_(self.generator.get_buffer(name))
 
