@@ -19,7 +19,8 @@ def participant_page(title: str, api_base: str, static_base: str) -> str:
 </head>
 <body data-api="{api}">
 <header><h1>{t}</h1>
-<div id="progress-box" hidden><progress id="progress" max="1" value="0"></progress> <span id="progress-text"></span></div>
+<div id="progress-box" hidden>
+<progress id="progress" max="1" value="0"></progress> <span id="progress-text"></span></div>
 </header>
 <main id="main"><p>Loading&hellip;</p></main>
 <noscript>This study needs JavaScript.</noscript>

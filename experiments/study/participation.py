@@ -115,7 +115,8 @@ def _replay(stored: Answer, choice: int | None, rating: int | None) -> Recorded:
 
 
 def own_answers(session: Session, participant: Participant) -> list[dict]:
-    rows = session.execute(select(Trial.position, Answer.choice, Answer.rating).join(Answer, Answer.trial_id == Trial.id)
+    rows = session.execute(select(Trial.position, Answer.choice, Answer.rating)
+                           .join(Answer, Answer.trial_id == Trial.id)
                            .where(Trial.participant_id == participant.id).order_by(Trial.position))
     return [{"trial": position, "choice": choice, "rating": rating} for position, choice, rating in rows]
 

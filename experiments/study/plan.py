@@ -115,7 +115,8 @@ def participant_plan(design: str, methods: list[str], clips: list[str], criteria
     ordered = [trials[i] for i in order]
     checks = attention_trials(participant, attention_checks, methods, clips)
     check_rng = np.random.default_rng([seed, participant, 1])
-    slots = sorted(check_rng.choice(np.arange(1, len(ordered) + 1), size=len(checks), replace=len(checks) > len(ordered)))
+    slots = sorted(check_rng.choice(np.arange(1, len(ordered) + 1), size=len(checks),
+                                    replace=len(checks) > len(ordered)))
     for offset, (slot, check) in enumerate(zip(slots, checks)):
         ordered.insert(int(slot) + offset, check)
     return ordered
