@@ -38,8 +38,12 @@ install: $(STAMP)
 # (outputs/demo_video/face_vid2vid/); evaluate the warp video, and two held-out clips generated (warp) from their
 # speech, emotion and first frame (dtl eval); set up a blind user study of the held-out clips against the corpus's
 # renders (`dtl study serve --db outputs/demo_study` serves it; docs/study.md); compare the runs (table printed,
-# markdown + HTML in outputs/demo_report/, with the avatar, warp and face-vid2vid videos side by side).
+# markdown + HTML in outputs/demo_report/, with the avatar, warp and face-vid2vid videos side by side, and the 8
+# emotions of one neutral sentence asked by label).
 DEMO_AUDIO := data/demo/W002/audio/happy/level_3/001.wav data/demo/W002/audio/sad/level_3/002.wav
+# one neutral held-out sentence asked for each of the 8 emotions by label alone (the checkpoint's style bank)
+DEMO_NEUTRAL := data/demo/W002/audio/neutral/level_1/003.wav
+DEMO_EMOTION_LEVELS := angry:3 contempt:3 disgusted:3 fear:3 happy:3 neutral:1 sad:3 surprised:3
 demo: sysdeps install
 	$(DTL) data demo --root data/demo
 	$(DTL) data videos data/demo --per-speaker 6
@@ -64,11 +68,15 @@ demo: sysdeps install
 		--limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
 	rm -rf outputs/demo_study && $(DTL) study create demo emodiff_warp=outputs/demo_heldout corpus=data/demo \
 		--criteria lip_sync realism --participants 4 --attention-checks 1 --out outputs/demo_study
+	for e in $(DEMO_EMOTION_LEVELS); do $(DTL) generate video --portrait outputs/demo_portrait.png --audio $(DEMO_NEUTRAL) \
+		--emotion $${e%:*} --level $${e#*:} --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
+		--out outputs/demo_emotions || exit 1; done
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report \
 		--video avatar=outputs/demo_video/001_happy_level_3_avatar.mp4 --video warp=outputs/demo_video/001_happy_level_3.mp4 \
-		--video face-vid2vid=outputs/demo_video/face_vid2vid/001_happy_level_3.mp4
+		--video face-vid2vid=outputs/demo_video/face_vid2vid/001_happy_level_3.mp4 \
+		$(foreach e,$(DEMO_EMOTION_LEVELS),--video $(subst :,_level_,$(e))=outputs/demo_emotions/003_$(subst :,_level_,$(e)).mp4)
 
 test: sysdeps install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -88,7 +96,7 @@ bench: install
 
 clean-demo:
 	rm -rf data/demo outputs/*_demo/demo outputs/demo_generated outputs/demo_report outputs/demo_portrait.png \
-		outputs/demo_video outputs/demo_eval outputs/demo_heldout outputs/demo_study
+		outputs/demo_video outputs/demo_eval outputs/demo_heldout outputs/demo_emotions outputs/demo_study
 
 # The kit a lent GPU machine needs (it reaches no registry): the wheels of benchmarks/gpu_kit.txt for Python 3.12
 # into .whl/ (lines marked "# sdist" are built here: PyPI has no wheel of them), glvnd's EGL/GL packages into
