@@ -96,12 +96,7 @@ def evaluate(generated: str | Path, reference: str | Path | None = None, options
 
 def _face_check(options: EvalOptions, notes: dict[str, str]):
     """metrics.face_check's FaceCheck, or None (and a note) when facenet-pytorch is not installed."""
-    from metrics.face_check import (
-        MIN_FACE_DETAIL,
-        MIN_IOU,
-        MIN_MTCNN_PROBABILITY,
-        FaceCheck,
-    )
+    from metrics.face_check import MIN_FACE_DETAIL, MIN_IOU, MIN_MTCNN_PROBABILITY, FaceCheck  # facenet-pytorch
 
     try:
         check = FaceCheck(device=options.device)

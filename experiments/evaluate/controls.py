@@ -25,6 +25,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from dtl_foundation.media.video_read import AUDIO_SAMPLE_RATE, VIDEO_FPS, read_video
+from dtl_foundation.media.video_write import write_video
 
 CONTROLS = ("faithful", "blob", "other_person", "frozen", "audio_late_5", "audio_late_15", "noisy")
 BLOB_SIGMA_PER_256 = 8.0
@@ -90,8 +91,6 @@ def control_clips(frames: np.ndarray, audio: np.ndarray) -> dict[str, tuple[np.n
 def write_clip(path: Path, frames: np.ndarray, audio: np.ndarray, sample_rate: int = AUDIO_SAMPLE_RATE) -> Path:
     """An MP4 of the frames at 25 fps with the int16 audio muxed."""
     import soundfile
-
-    from dtl_foundation.media.video_write import write_video
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"

@@ -12,7 +12,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from rendering.default_rig import default_rig
+from rendering.gl_renderer import FaceRenderer
+from rendering.rig_landmarks import default_calibration
 from rendering.warp.portrait_warp import PortraitWarp, WarpSettings
+from rendering.warp.rig_points import rig_points
 
 AVATAR_SIZE = 256
 
@@ -31,11 +35,6 @@ class WarpRenderer:
     def _rig(self):
         """The avatar renderer and the rig's control points, made on first use."""
         if self._avatar is None:
-            from rendering.default_rig import default_rig
-            from rendering.gl_renderer import FaceRenderer
-            from rendering.rig_landmarks import default_calibration
-            from rendering.warp.rig_points import rig_points
-
             rig = default_rig()
             self._avatar = FaceRenderer(rig, self.avatar_size)
             self._points = rig_points(rig, default_calibration(), self._avatar)

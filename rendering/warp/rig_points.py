@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
+from rendering.gl_renderer import as_poses
 from rendering.rig import FaceRig
 from rendering.rig_landmarks import RigLandmarks, surface_masks, unproject
 from rendering.warp.contours import (
@@ -46,8 +47,6 @@ class RigPoints:
 
     def project(self, coeffs: np.ndarray, renderer, poses: np.ndarray | None = None) -> np.ndarray:
         """(T, N, 2) pixel positions on `renderer`'s frames (a FaceRenderer of the same rig) under (T, 6) poses."""
-        from rendering.gl_renderer import as_poses
-
         points = self.positions(coeffs)
         models = renderer.model_matrices(as_poses(poses, len(points)))  # (T, 4, 4)
         homogeneous = np.concatenate([points, np.ones(points.shape[:2] + (1,))], -1)
