@@ -13,6 +13,18 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from experiments.study.attention import delay_audio
+from experiments.study.database import current_revision, database_url, make_engine, open_database, upgrade
+from experiments.study.models import Study
+from experiments.study.plan import ATTENTION_SHIFT_FRAMES, CRITERIA, DESIGNS, attention_videos, validate
+from experiments.study.report import analyse
+from experiments.study.report_output import log_to_wandb, write_report
+from experiments.study.results import participants_of, study_answers
+from experiments.study.server import create_app
+from experiments.study.sources import common_clips, method_videos
+from experiments.study.store import NewStudy, create_study
+from experiments.study.wording import DEFAULT_CONSENT, DEFAULT_TITLE
+
 EXAMPLES = """examples:
   dtl study create lipsync NAME_A=outputs/eval_a NAME_B=outputs/eval_b --design 2afc \\
       --criteria lip_sync realism --participants 20 --out outputs/study_lipsync
@@ -22,7 +34,6 @@ EXAMPLES = """examples:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from experiments.study.plan import ATTENTION_SHIFT_FRAMES, CRITERIA, DESIGNS
 
     parser = argparse.ArgumentParser(prog="dtl study", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,12 +85,6 @@ def stamp(command: str) -> str:
 
 
 def create(args: argparse.Namespace) -> int:
-    from experiments.study.attention import delay_audio
-    from experiments.study.database import database_url, open_database
-    from experiments.study.plan import ATTENTION_SHIFT_FRAMES, attention_videos, validate
-    from experiments.study.sources import common_clips, method_videos
-    from experiments.study.store import NewStudy, create_study
-    from experiments.study.wording import DEFAULT_CONSENT, DEFAULT_TITLE
 
     if not args.name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"study name {args.name!r}: use letters, digits, - and _ only")
@@ -134,11 +139,6 @@ def create(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from experiments.study.database import database_url, open_database
-    from experiments.study.models import Study
-    from experiments.study.report import analyse
-    from experiments.study.report_output import log_to_wandb, write_report
-    from experiments.study.results import participants_of, study_answers
 
     sessions = open_database(database_url(args.db), migrate=False)
     with sessions() as session:
@@ -163,8 +163,6 @@ def report(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from experiments.study.database import database_url
-    from experiments.study.server import create_app
 
     app = create_app(database_url(args.db))
     uvicorn.run(app, host=args.host, port=args.port, root_path=args.root_path, proxy_headers=True,
@@ -180,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return report(args)
         if args.command == "migrate":
-            from experiments.study.database import current_revision, database_url, make_engine, upgrade
 
             engine = make_engine(database_url(args.db))
             upgrade(engine)
