@@ -34,7 +34,6 @@ EXAMPLES = """examples:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-
     parser = argparse.ArgumentParser(prog="dtl study", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,7 +84,6 @@ def stamp(command: str) -> str:
 
 
 def create(args: argparse.Namespace) -> int:
-
     if not args.name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"study name {args.name!r}: use letters, digits, - and _ only")
     out = args.out.resolve()
@@ -139,7 +137,6 @@ def create(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-
     sessions = open_database(database_url(args.db), migrate=False)
     with sessions() as session:
         study = session.scalar(select(Study).where(Study.name == args.name))
