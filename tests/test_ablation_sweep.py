@@ -17,6 +17,7 @@ from browser import screenshot
 from experiments.sweep import command as sweep
 from experiments.compare.command import main as compare
 from experiments.compare.report_html import TABLE_BACKGROUND
+from experiments.compare.table import Cell, format_cell
 from experiments.compare.summary import final_metrics
 from experiments.sweep.store import SweepStore
 
@@ -79,7 +80,7 @@ def test_ablation_sweep_as_a_slurm_array_then_its_comparison_table(tiny_corpus, 
     assert code == 0, out
     for variant in variants:
         values = [final_metrics(Path(r.run_dir))["test/mouth_error"] for r in runs if r.params["experiment"] == variant]
-        cell = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+        cell = format_cell(Cell(values), len(values))  # the table's own number format (small stds in e-notation)
         assert cell in out, (variant, cell, out)
     table = (report / "report.md").read_text().split("\n\n")[2]  # title, summary line, the comparison table
     rows = table.splitlines()[2:]

@@ -126,13 +126,16 @@ def test_not_root_without_sudo_stops_with_the_exact_command(tmp_path, monkeypatc
 def test_make_demo_stops_before_the_python_install(tmp_path):
     """Missing espeak-ng and no apt-get: `make demo` stops at the check, and no virtual environment is made."""
     venv = tmp_path / "venv"
-    env = dict(os.environ, PATH=path_without(tmp_path, {"espeak-ng", "apt-get"}))
+    # a make of its own, not a sub-make of `make test` (which would pass its flags and announce directories)
+    outer = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    env = dict(outer, PATH=path_without(tmp_path, {"espeak-ng", "apt-get"}))
     done = subprocess.run(["make", "demo", f"VENV={venv}", f"PYTHON={SYSTEM_PYTHON}"], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=120)
     assert done.returncode != 0
     assert "apt-get is not on PATH" in done.stderr and "espeak-ng" in done.stderr
     assert not venv.exists()
-    plan = subprocess.run(["make", "-n", "demo", f"VENV={venv}"], capture_output=True, text=True, cwd=REPO).stdout
+    plan = subprocess.run(["make", "-n", "demo", f"VENV={venv}"], capture_output=True, text=True, env=outer,
+                          cwd=REPO).stdout
     assert plan.splitlines()[0].endswith("sysdeps/ensure.py demo"), plan
 
 
