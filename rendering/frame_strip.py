@@ -13,6 +13,9 @@ from dtl_foundation.atomic_files import atomic_path
 from dtl_foundation.media.portrait import CropBox, crop
 
 
+STRIP_SUFFIX = "_strip.png"  # <stem>_strip.png beside <stem>.mp4: written by dtl generate video, read by reports
+
+
 class FrameStrip:
     """Collects `count` evenly spaced frames of a `total`-frame stream (passed through `collect`) as face crops."""
 

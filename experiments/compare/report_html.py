@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from experiments.compare.table import ComparisonTable, Variant, reading_guide, settings_differences, table_cells
+from rendering.frame_strip import STRIP_SUFFIX
 
 TABLE_BACKGROUND = "#e6f0fa"  # the comparison table's own colour (a rendering test looks for it)
 IMAGE_MAX_WIDTH = 1000
@@ -47,7 +48,7 @@ def _png_data_uri(data: bytes) -> str:
 
 def strip_beside(video: Path) -> Path | None:
     """The frame strip `dtl generate video` writes beside its MP4 (<stem>_strip.png), if there is one."""
-    strip = video.with_name(f"{video.stem}_strip.png")
+    strip = video.with_name(video.stem + STRIP_SUFFIX)
     return strip if strip.is_file() else None
 
 

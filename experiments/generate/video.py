@@ -41,7 +41,7 @@ from experiments.generate.blendshapes import (
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 from rendering.default_rig import default_rig
-from rendering.frame_strip import FrameStrip
+from rendering.frame_strip import STRIP_SUFFIX, FrameStrip
 from rendering.gl_renderer import FaceRenderer
 from rendering.motion_transfer import MotionTransfer
 from rendering.warp.renderer import WarpRenderer
@@ -100,7 +100,7 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
     stem = stem or f"{audio_path.stem}_{emotion}_level_{level}"
     side_dir = side_dir or out_dir
     paths = {"video": out_dir / f"{stem}.mp4", "avatar": side_dir / f"{stem}_avatar.mp4",
-             "arkit": side_dir / f"{stem}_arkit.csv", "strip": side_dir / f"{stem}_strip.png"}
+             "arkit": side_dir / f"{stem}_arkit.csv", "strip": side_dir / f"{stem}{STRIP_SUFFIX}"}
     write_live_link_csv(paths["arkit"], LiveLinkTrack(blendshapes=track, fps=fps))
 
     start = time.perf_counter()
