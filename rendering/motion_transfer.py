@@ -1,12 +1,14 @@
 """Relative motion transfer (face-vid2vid's "relative mode"): the portrait moves as the driving sequence moves
-away from its first frame, so the portrait keeps its own identity, pose and shape (Wang et al. 2021; Siarohin et al.
+away from a reference frame, so the portrait keeps its own identity, pose and shape (Wang et al. 2021; Siarohin et al.
 2019, FOMM Sec. 3.4).
 
-    kp_new(t) = kp_source + (kp_driving(t) - kp_driving(0)) * scale,
-    scale = sqrt(hull area(kp_source) / hull area(kp_driving(0)))  when adapted, else 1,
+    kp_new(t) = kp_source + (kp_driving(t) - kp_reference) * scale,
+    scale = sqrt(hull area(kp_source) / hull area(kp_reference))  when adapted, else 1,
 
-the hull taken over the keypoints' (x, y) image-plane positions (scipy.spatial.ConvexHull; in 2D its `volume` is
-the area).
+the reference being the driving sequence's first frame (the papers' choice) or a frame of what the portrait is taken
+to show (the rig's neutral face: then an expression held from the first frame on reaches the portrait). The hull
+is taken over the keypoints' (x, y) image-plane positions (scipy.spatial.ConvexHull; in 2D its `volume` is the
+area).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ class MotionTransfer:
     """
 
     def __init__(self, model: torch.nn.Module, source: torch.Tensor, *, adapt_scale: bool = True,
-                 batch_size: int = 8) -> None:
-        """source: (3, H, W) in [0, 1] at the model's image size."""
+                 batch_size: int = 8, reference: torch.Tensor | None = None) -> None:
+        """source and reference: (3, H, W) in [0, 1] at the model's image size; reference, a driving frame of the
+        expression the portrait is taken to show (None: the first driving frame)."""
         if source.ndim != 3 or source.shape[0] != 3:
             raise ValueError(f"source must be one (3, H, W) image, got shape {tuple(source.shape)}")
         self.model = model.eval()
@@ -62,18 +65,25 @@ class MotionTransfer:
             self.encoded = model.encode_source(source[None].to(self.device))
         self.kp_driving_first: torch.Tensor | None = None
         self.scale = 1.0
+        if reference is not None:
+            with torch.no_grad():
+                self._set_reference(model.driving_keypoints(self.encoded.canonical, reference[None].to(self.device))[0])
+
+    def _set_reference(self, kp_reference: torch.Tensor) -> None:
+        self.kp_driving_first = kp_reference
+        if self.adapt_scale:
+            self.scale = movement_scale(self.encoded.keypoints[0].float(), kp_reference[0].float())
 
     @torch.no_grad()
     def __call__(self, driving: torch.Tensor) -> Iterator[torch.Tensor]:
-        """(T, 3, H, W) driving frames in [0, 1] -> (t, 3, H, W) output chunks; the first frame ever seen is t=0."""
+        """(T, 3, H, W) driving frames in [0, 1] -> (t, 3, H, W) output chunks; without a reference, the first frame
+        ever seen is it."""
         for start in range(0, len(driving), self.batch_size):
             chunk = driving[start:start + self.batch_size].to(self.device)
             canonical = self.encoded.canonical.expand(len(chunk), -1, -1)
             kp_driving, _ = self.model.driving_keypoints(canonical, chunk)
             if self.kp_driving_first is None:
-                self.kp_driving_first = kp_driving[:1]
-                if self.adapt_scale:
-                    self.scale = movement_scale(self.encoded.keypoints[0].float(), self.kp_driving_first[0].float())
+                self._set_reference(kp_driving[:1])
             kp_new = relative_keypoints(self.encoded.keypoints, kp_driving, self.kp_driving_first, self.scale)
             volume = self.encoded.volume.expand(len(chunk), *self.encoded.volume.shape[1:])
             yield self.model.generate(volume, self.encoded.keypoints.expand_as(kp_new), kp_new)["prediction"].float()

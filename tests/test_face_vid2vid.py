@@ -203,6 +203,17 @@ def test_motion_transfer_starts_from_the_source_pose():
     assert torch.allclose(frames[0], unmoved[0], atol=1e-5)
     assert transfer.scale > 0 and float((frames[1] - frames[0]).abs().max()) > 0
 
+    # A reference frame (the rig's neutral face in `dtl generate video`): frames equal to it show the source as it is,
+    # and the first driving frame no longer does.
+    neutral = driving[3]
+    with_reference = MotionTransfer(model, source, batch_size=2, reference=neutral)
+    referenced = torch.cat(list(with_reference(driving)))
+    assert torch.allclose(referenced[3], unmoved[0], atol=1e-5)
+    with torch.no_grad():
+        kp_first, _ = model.driving_keypoints(encoded.canonical, driving[:1])
+    assert not torch.allclose(with_reference.kp_driving_first, kp_first)  # the first frame is not the reference
+    assert float((referenced[0] - unmoved[0]).abs().max()) > 0
+
 
 def test_rig_head_angles_map_onto_the_estimators_rotation():
     """The head-pose loss compares the estimator with rig-convention pose tracks: a roll or a yaw of the rendered rig

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,8 @@ def test_the_default_renderer_is_the_training_free_warp(runs, astronaut_png, tmp
     strip = np.asarray(Image.open(out / "speech_happy_level_3_strip.png"))
     assert strip.shape == (192, 6 * 192, 3) and strip.std() > 20  # six face crops of the astronaut
     assert "2 faces found; using face 0" in caplog.text  # the choice among the portrait's faces is logged
+    metadata = json.loads((out / "speech_happy_level_3_arkit.json").read_text())
+    assert (metadata["renderer"], metadata["motion_reference"]) == ("warp", "neutral")
 
 
 def test_a_portrait_without_a_face_is_refused(runs, tmp_path, capsys):

@@ -75,7 +75,7 @@ def test_lids_close_but_never_cross(warp, astronaut):
 
     portrait = warp.prepare(astronaut, find_face(astronaut).landmarks)
     coeffs = track(2, eyeBlinkLeft=[0, 1], eyeBlinkRight=[0, 1], jawOpen=[0.6, 0])
-    moved, driving = portrait.targets(coeffs)
+    moved, driving = portrait.targets(coeffs, reference=coeffs[0])  # lips that close past the reference
     unclamped = portrait.source_points + (driving - driving[:1]) @ portrait.rig_to_portrait.T
     for contour in ("left_lids", "right_lids", "inner_lip"):
         upper, lower = facing_pairs(contour)

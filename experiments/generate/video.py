@@ -47,6 +47,7 @@ from rendering.motion_transfer import MotionTransfer
 from rendering.warp.renderer import WarpRenderer
 
 AVATAR_SIZE = 256
+MOTION_REFERENCES = ("neutral", "first-frame")
 
 
 @dataclass
@@ -86,11 +87,15 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
                    emotion: str, level: int, out_dir: Path, *, refiner: TrainedModel | None = None,
                    style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                    seed: int = 0, adapt_scale: bool = True, batch_size: int = 8, progress: bool = True,
-                   stem: str | None = None, side_dir: Path | None = None, **emotion_request) -> dict:
+                   stem: str | None = None, side_dir: Path | None = None, motion_reference: str = "neutral",
+                   **emotion_request) -> dict:
     """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv,_strip.png} (the strip: 6 frames,
     face-cropped) under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
-    their paths and timings. `emotion_request`: the style_from, intensity and schedule_path options of
-    generate_blendshapes."""
+    their paths and timings. `motion_reference`: what the portrait is taken to show, the rig's `neutral` face (an
+    emotion held throughout reaches the portrait) or the track's `first-frame` (face-vid2vid's relative mode, which
+    cancels it). `emotion_request`: the style_from, intensity and schedule_path options of generate_blendshapes."""
+    if motion_reference not in MOTION_REFERENCES:
+        raise ValueError(f"motion_reference must be one of {', '.join(MOTION_REFERENCES)}, not {motion_reference!r}")
     timings = {}
     start = time.perf_counter()
     track = generate_blendshapes(trained, audio_path, emotion, level, style_path=style_path, steps=steps,
@@ -106,6 +111,7 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
     start = time.perf_counter()
     with FaceRenderer(default_rig(), AVATAR_SIZE) as avatar_renderer:
         avatar = avatar_renderer.render(track).numpy()
+        neutral = avatar_renderer.render(np.zeros_like(track[:1])).numpy()
     write_video(paths["avatar"], avatar, fps, audio_path)
     timings["avatar_s"] = time.perf_counter() - start
 
@@ -113,17 +119,22 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
     bar = tqdm(total=len(track), desc=f"motion transfer {audio_path.name}", unit="frame", disable=not progress)
     if isinstance(renderer, WarpRenderer):
         def frames():
-            for chunk in renderer.animate(portrait.image, portrait.landmarks, track, avatar, batch_size=batch_size):
+            reference = None if motion_reference == "neutral" else track[0]
+            for chunk in renderer.animate(portrait.image, portrait.landmarks, track, avatar, batch_size=batch_size,
+                                          reference=reference):
                 bar.update(len(chunk))
                 yield chunk
     else:
         size = renderer.model.image_size
-        driving = torch.from_numpy(crop_video_frames(avatar, size, renderer.crop, paths["avatar"]))
-        transfer = MotionTransfer(renderer.model, portrait.source, adapt_scale=adapt_scale, batch_size=batch_size)
+        crops = crop_video_frames(np.concatenate([neutral, avatar]), size, renderer.crop, paths["avatar"])
+        driving = torch.from_numpy(crops[1:]).permute(0, 3, 1, 2).float().div(255.0)
+        reference = driving.new_tensor(crops[0]).permute(2, 0, 1).div(255.0) if motion_reference == "neutral" else None
+        transfer = MotionTransfer(renderer.model, portrait.source, adapt_scale=adapt_scale, batch_size=batch_size,
+                                  reference=reference)
         device = next(renderer.model.parameters()).device
 
         def frames():
-            for chunk in transfer(driving.permute(0, 3, 1, 2).float().div(255.0).to(device)):
+            for chunk in transfer(driving.to(device)):
                 faces = (chunk.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                 bar.update(len(faces))
                 yield np.stack([paste_back(portrait.image, face, portrait.box) for face in faces])
@@ -168,9 +179,10 @@ def cmd_video(ns: argparse.Namespace) -> int:
                                     steps=ns.steps, guidance=ns.guidance, seed=ns.seed,
                                     adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size,
                                     stem=f"{audio_path.stem}_{take_name(ns)}", style_from=ns.style_from,
-                                    intensity=ns.intensity,
+                                    intensity=ns.intensity, motion_reference=ns.motion_reference,
                                     schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
-            write_metadata(result["paths"]["arkit"], request_metadata(trained, ns, audio_path))
+            write_metadata(result["paths"]["arkit"], request_metadata(trained, ns, audio_path)
+                           | {"renderer": str(ns.renderer), "motion_reference": ns.motion_reference})
         except (AudioError, VideoError, PortraitError, ValueError, FileNotFoundError) as e:  # this file: report, go on
             print(f"dtl generate video: {e}", file=sys.stderr)
             failures += 1
@@ -195,6 +207,9 @@ def add_parser(sub) -> None:
     video.add_argument("--renderer", default=WarpRenderer.name,
                        help="`warp` (default: the training-free warp renderer) or a face-vid2vid run directory or "
                             "checkpoint")
+    video.add_argument("--motion-reference", choices=MOTION_REFERENCES, default="neutral",
+                       help="what the portrait is taken to show: the rig's neutral face (default: the emotion shows "
+                            "from the first frame on) or the track's first frame (face-vid2vid's relative mode)")
     video.add_argument("--face-index", type=int, default=None,
                        help="which face of a portrait with several: 0 = the largest (default), 1 the next, ...")
     video.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")

@@ -1,14 +1,16 @@
 """One portrait animated by rig blendshapes in relative mode, with a geometric warp instead of a network.
 
 Per frame the rig's control points (rendering/warp/rig_points.py) are projected onto the avatar frame (with the
-track's head pose when it has one); their displacement from the first frame, turned and scaled onto the portrait's
-face by the similarity that best maps the rig's first-frame landmarks onto the portrait's, moves the portrait's
-control points. An eye opens and closes in proportion to its own opening, as much as the rig's eye does (the
-rig's lids meet unevenly, and a portrait's eye is rarely as open as the rig's); facing lip and lid points never
-cross. A mesh warp (rendering/warp/mesh_warp.py) over the face box, with fixed anchors on a square around it,
-moves the pixels at the portrait's own resolution, so everything outside the moving face is the portrait's own
-pixels and there is no seam to hide; the mouth interior is drawn where the lips part.
-"""
+track's head pose when it has one); their displacement from a reference expression, turned and scaled onto the
+portrait's face by the similarity that best maps the rig's resting landmarks onto the portrait's, moves the
+portrait's control points. The reference is what the portrait is taken to show: the rig's neutral face by default,
+so a constant expression (a sad track from start to end) reaches the portrait; face-vid2vid's relative mode proper,
+the track's first frame, cancels whatever the first frame already shows. An eye opens and closes in proportion to
+its own opening, as much as the rig's eye does (the rig's lids meet unevenly, and a portrait's eye is rarely as open
+as the rig's); facing lip and lid points never cross. A mesh warp (rendering/warp/mesh_warp.py) over the face box,
+with fixed anchors on a square around it, moves the pixels at the portrait's own resolution, so everything outside
+the moving face is the portrait's own pixels and there is no seam to hide; the mouth interior is drawn where the
+lips part."""
 
 from __future__ import annotations
 
@@ -130,15 +132,20 @@ class PortraitWarp:
         return (slice(max(int(low[1]) - margin - y0, 0), max(min(int(high[1]) + margin + 1 - y0, y1 - y0), 0)),
                 slice(max(int(low[0]) - margin - x0, 0), max(min(int(high[0]) + margin + 1 - x0, x1 - x0), 0)))
 
-    def targets(self, coeffs: np.ndarray, poses: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def targets(self, coeffs: np.ndarray, poses: np.ndarray | None = None,
+                reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(T, N, 2) moved portrait control points and (T, N, 2) the rig's projected ones for (T, 52) blendshapes
-        and optional (T, 6) head poses; the first frame is the reference of the relative motion."""
+        and optional (T, 6) head poses. The portrait moves as the rig moves away from `reference`, the (52,)
+        blendshapes the portrait is taken to show (None: the neutral face), under the first frame's pose."""
         driving = self.rig.project(coeffs, self.avatar, poses)
-        moved = self.source_points + (driving - driving[:1]) @ self.rig_to_portrait.T
+        reference = np.zeros(self.rig.deltas.shape[0]) if reference is None else np.asarray(reference, np.float64)
+        at_rest = self.rig.project(reference[None], self.avatar, None if poses is None else np.asarray(poses)[:1])
+        moved = self.source_points + (driving - at_rest) @ self.rig_to_portrait.T
         for contour in EYELID_CONTOURS:  # each eye opens as the rig's does, in proportion to its own opening
             upper, lower = facing_pairs(contour)
             rig_gap = (driving[:, lower] - driving[:, upper])[..., 1].mean(-1)  # the avatar frame is upright
-            ratio = np.clip(rig_gap / max(rig_gap[0], 1e-6), 0, MAX_EYE_OPENING)[:, None, None]
+            rest_gap = (at_rest[:, lower] - at_rest[:, upper])[..., 1].mean(-1)
+            ratio = np.clip(rig_gap / np.maximum(rest_gap, 1e-6), 0, MAX_EYE_OPENING)[:, None, None]
             middle = (moved[:, upper] + moved[:, lower]) / 2
             half_gap = 0.5 * (self.source_points[lower] - self.source_points[upper])
             moved[:, upper], moved[:, lower] = middle - ratio * half_gap, middle + ratio * half_gap
@@ -151,10 +158,11 @@ class PortraitWarp:
 
     @torch.no_grad()
     def render(self, coeffs: np.ndarray, avatar_frames, poses: np.ndarray | None = None,
-               batch_size: int = 16) -> Iterator[np.ndarray]:
+               batch_size: int = 16, reference: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Yield (t, H, W, 3) uint8 chunks of the animated portrait; avatar_frames (T, S, S, 3) uint8 are the
-        avatar renderer's frames of the same blendshapes and poses (the mouth interior comes from them)."""
-        moved, driving = self.targets(coeffs, poses)
+        avatar renderer's frames of the same blendshapes and poses (the mouth interior comes from them);
+        `reference` as in `targets`."""
+        moved, driving = self.targets(coeffs, poses, reference)
         anchors = self.warp.source[-self.num_anchors:].cpu().numpy()
         x0, y0, x1, y1 = self.region
         down = torch.tensor(self.down, dtype=torch.float32, device=self.device)

@@ -51,15 +51,17 @@ class WarpRenderer:
 
     def animate(self, image: np.ndarray, landmarks: np.ndarray, coeffs: np.ndarray,
                 avatar_frames: np.ndarray | None = None, poses: np.ndarray | None = None,
-                batch_size: int = 16) -> Iterator[np.ndarray]:
-        """Yield (t, H, W, 3) uint8 chunks of the portrait moving with (T, 52) blendshapes (relative to frame 0)."""
+                batch_size: int = 16, reference: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Yield (t, H, W, 3) uint8 chunks of the portrait moving with (T, 52) blendshapes, relative to
+        `reference`: the (52,) blendshapes the portrait is taken to show (None: neutral; coeffs[0]: the track's
+        first frame, face-vid2vid's relative mode)."""
         coeffs = np.asarray(coeffs, dtype=np.float32)
         if avatar_frames is None:
             avatar_frames = self.render_avatar(coeffs, poses)
         if avatar_frames.shape[1:] != (self.avatar_size, self.avatar_size, 3) or len(avatar_frames) != len(coeffs):
             raise ValueError(f"avatar frames must be ({len(coeffs)}, {self.avatar_size}, {self.avatar_size}, 3) "
                              f"renders of the default rig, got {tuple(avatar_frames.shape)}")
-        yield from self.prepare(image, landmarks).render(coeffs, avatar_frames, poses, batch_size)
+        yield from self.prepare(image, landmarks).render(coeffs, avatar_frames, poses, batch_size, reference)
 
     def close(self) -> None:
         if self._avatar is not None:
