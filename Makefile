@@ -100,7 +100,8 @@ clean-demo:
 
 # The kit a lent GPU machine needs (it reaches no registry): the wheels of benchmarks/gpu_kit.txt for Python 3.12
 # into .whl/ (lines marked "# sdist" are built here: PyPI has no wheel of them), glvnd's EGL/GL packages into
-# .gl/ and the runtime libraries of espeak-ng (the tests' demo speech) into .gl/extra/. docs/gpu-checks.md
+# .gl/ and the runtime libraries of espeak-ng (the tests' demo speech) into .gl/extra/, and a static ffmpeg (the 80-MB
+# one in imageio-ffmpeg 0.6.0's wheel; the venv's 0.8.1 wheel is 68 MB zipped) as .gl/ffmpeg.xz. docs/gpu-checks.md
 GPU_KIT_PIP := $(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 	--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl
@@ -109,7 +110,8 @@ GPU_KIT_GL_DEBS := libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgle
 GPU_KIT_EXTRA_DEBS := libespeak-ng1 espeak-ng-data libpcaudio0 libsonic0 libasound2 libpulse0 libsndfile1 libflac12 \
 	libmp3lame0 libmpg123-0 libogg0 libopus0 libvorbis0a libvorbisenc2 libx11-6 libx11-xcb1 libxcb1 libxau6 libxdmcp6 \
 	libbsd0 libmd0 libdbus-1-3 libasyncns0 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblz4-1 liblzma5 libzstd1
-GPU_KIT_MAX_MIB ?= 56
+GPU_KIT_MAX_MIB ?= 62
+GPU_KIT_FFMPEG := imageio-ffmpeg==0.6.0
 
 .PHONY: gpu-kit
 gpu-kit:
@@ -123,6 +125,10 @@ gpu-kit:
 	apt-get $(GPU_KIT_APT) update
 	cd .gl && apt-get $(GPU_KIT_APT) download $(GPU_KIT_GL_DEBS)
 	cd .gl/extra && apt-get $(GPU_KIT_APT) download $(GPU_KIT_EXTRA_DEBS)
+	rm -rf /tmp/gpu_kit_ffmpeg && mkdir -p /tmp/gpu_kit_ffmpeg && \
+	$(subst -d .whl,-d /tmp/gpu_kit_ffmpeg,$(GPU_KIT_PIP)) --platform manylinux2014_x86_64 $(GPU_KIT_FFMPEG) && \
+	cd /tmp/gpu_kit_ffmpeg && $(PYTHON) -m zipfile -e imageio_ffmpeg-*.whl . && \
+	xz -T0 -9 -c imageio_ffmpeg/binaries/ffmpeg-linux-x86_64-* >$(CURDIR)/.gl/ffmpeg.xz
 	@sum() { xargs -0 -r du -b 2>/dev/null | awk '{s += $$1} END {printf "%.1f", s / 1048576}'; }; \
 	whl=$$(find .whl -type f -print0 | sum); gl=$$(find .gl -maxdepth 1 -type f -print0 | sum); \
 	extra=$$(find .gl/extra -type f -print0 | sum); tree=$$(git ls-files -z | sum); \

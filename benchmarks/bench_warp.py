@@ -31,7 +31,8 @@ def speech_like_track(frames: int) -> np.ndarray:
     coeffs[:, INDEX["jawOpen"]] = np.clip(0.35 + 0.35 * np.sin(2 * np.pi * 3.1 * t) * np.sin(0.9 * t), 0, 1)
     coeffs[:, INDEX["mouthSmileLeft"]] = coeffs[:, INDEX["mouthSmileRight"]] = 0.3 + 0.2 * np.sin(0.4 * t)
     coeffs[:, INDEX["mouthPucker"]] = np.clip(np.sin(1.7 * t), 0, 1) * 0.4
-    blink = np.clip(1 - np.abs(t[:, None] - np.arange(1.5, t[-1], 3.3)).min(1) / 0.12, 0, 1)
+    blinks = np.arange(1.5, max(t[-1], 1.5) + 1e-9, 3.3)  # a blink every 3.3 s from 1.5 s, at least one
+    blink = np.clip(1 - np.abs(t[:, None] - blinks).min(1) / 0.12, 0, 1)
     coeffs[:, INDEX["eyeBlinkLeft"]] = coeffs[:, INDEX["eyeBlinkRight"]] = blink
     return coeffs
 

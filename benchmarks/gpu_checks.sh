@@ -2,14 +2,16 @@
 # The checks a session with a lent GPU machine runs, as ONE command (docs/gpu-checks.md):
 #   run(command="bash benchmarks/gpu_checks.sh", carry=[".whl", ".gl"], timeout_s=540)
 # after `make gpu-kit` here. It installs the kit (wheels into /tmp/site, glvnd's EGL into /, espeak-ng's libraries
-# under /tmp), then runs, each under its own timeout, with its output in $OUT/<name>.log:
+# and a static ffmpeg under /tmp), then runs, each under its own timeout, with its output in $OUT/<name>.log:
 #   deepspeed  tests/test_deepspeed.py -m gpu: a real `dtl train trainer=deepspeed_stage2` on CUDA, then `dtl export`
 #   emodiff    benchmarks/bench_emodiff.py --device cuda: training windows/s, DDIM-50 / DDPM-500 x real time
 #   renderer   benchmarks/bench_renderer.py --device cuda: face-vid2vid frames/s (the 256-px network), end to end
 #   render     benchmarks/bench_render.py: the face rig through EGL on the GPU at 256 and 512 px
+#   warp       benchmarks/bench_warp.py --device cuda: the warp renderer at 256 and 512-px faces, end to end
 #   renderer_mouth  benchmarks/bench_renderer_mouth.py --trainer gpu: bf16 renderer fine-tuning, the jaw probe's
-#              curve (does the mouth follow jawOpen after N GPU steps? the open criterion of the renderer issue)
-# plus the kit itself (kit.log), the machine (env.log) and summary.txt. Exit status: the number of failed checks.
+#              curve (does the mouth follow jawOpen after N GPU steps? the renderer's open criterion)
+# plus the machine and the kit (kit.log) and summary.txt: 8 files, the most a call returns. Exit status: the number
+# of failed checks. GPU_CHECKS_ONLY="warp renderer_mouth" runs only the checks named (after the kit).
 # CPU smoke test of the same steps at tiny scale: GPU_CHECKS_DEVICE=cpu bash benchmarks/gpu_checks.sh
 set -u
 
@@ -132,6 +134,18 @@ PY
     fi
 }
 
+# A static ffmpeg (the kit's .gl/ffmpeg.xz) for the video writes, unless the machine has one: imageio-ffmpeg and the
+# project's media layer take it from IMAGEIO_FFMPEG_EXE.
+install_ffmpeg() {
+    "$PY" -c 'import imageio_ffmpeg; imageio_ffmpeg.get_ffmpeg_exe()' 2>/dev/null && return 0
+    [ -f .gl/ffmpeg.xz ] || { echo "no .gl/ffmpeg.xz: run 'make gpu-kit'"; return 1; }
+    "$PY" -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)' .gl/ffmpeg.xz /tmp/ffmpeg && chmod +x /tmp/ffmpeg || return 1
+    export IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg
+    echo "ffmpeg unpacked from .gl/ffmpeg.xz: $(/tmp/ffmpeg -version | head -1)"
+}
+
 espeak_loads() { "$PY" -c 'import ctypes; ctypes.CDLL("libespeak-ng.so.1")' 2>/dev/null; }
 
 # The kit's modules and the project's import from where they should; espeak-ng speaks; every requirement of the
@@ -235,9 +249,15 @@ verdict() {
 
 has() { grep -qE "$2" "$OUT/$1.log"; }
 
+# GPU_CHECKS_ONLY="renderer warp" runs only those checks (the kit is always installed)
+CHECKS=0
+wanted() {
+    case " ${GPU_CHECKS_ONLY:-$1} " in *" $1 "*) CHECKS=$((CHECKS + 1)); return 0 ;; *) return 1 ;; esac
+}
+
 main() {
     cd "$REPO" && mkdir -p "$OUT" && : >"$SUMMARY" || exit 64
-    machine >"$OUT/env.log" 2>&1
+    machine >"$OUT/kit.log" 2>&1
     GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
     note "gpu_checks ($DEVICE) on $(uname -n), $(nproc --all) cores${GPU:+, $GPU}"
 
@@ -249,6 +269,7 @@ main() {
             install_wheels || kit_ok=0
             install_gl || kit_ok=0
             install_extra_libs || kit_ok=0
+            install_ffmpeg || kit_ok=0
         else  # here: the venv has the packages and the system espeak-ng; install only what is missing
             if ! "$PY" -c "import hydra, wandb, deepspeed, librosa, moderngl, imageio_ffmpeg" 2>/dev/null; then
                 SITE=${TMPDIR:-/tmp}/gpu_checks_site
@@ -259,78 +280,100 @@ main() {
         echo "PYTHONPATH=$PYTHONPATH"; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
         check_kit || kit_ok=0
         echo "kit_ok=$kit_ok"
-    } >"$OUT/kit.log" 2>&1
+    } >>"$OUT/kit.log" 2>&1
     WALL=$((SECONDS - start)) RC=$((1 - ${kit_ok:-0}))
     verdict kit "${kit_ok:-0}" "wheels, EGL loaders, espeak-ng; see kit.log" \
         "FAILED|MISSING|MISMATCH|^espeak-ng|^ffmpeg|^linked|^keeping"
     FFMPEG_OK=$(grep -q "^ffmpeg: /" "$OUT/kit.log" && echo 1 || echo 0)
 
     # --- (a) DeepSpeed ZeRO-2 on the GPU through `dtl train`, then `dtl export`
-    if [ "$DEVICE" = cuda ]; then
-        run_logged deepspeed 210 "$PY" -m pytest -m gpu -p no:cacheprovider -q tests/test_deepspeed.py
-        ok=0; [ "$RC" -eq 0 ] && has deepspeed "^1 passed" && ok=1
-        verdict deepspeed $ok "the GPU DeepSpeed test must pass (not skip)" \
-            "^(FAILED|ERROR|SKIPPED)|[0-9]+ (passed|failed|skipped|errors?)"
-    else  # no CUDA here: the test would skip; check that exactly it is selected
-        run_logged deepspeed 120 "$PY" -m pytest -m gpu -p no:cacheprovider -q --collect-only tests/test_deepspeed.py
-        ok=0; [ "$RC" -eq 0 ] && has deepspeed "::test_deepspeed_stage2_fit_on_gpu_exports_loadable_weights$" &&
-            has deepspeed "^1/[0-9]+ tests? collected" && ok=1
-        verdict deepspeed $ok "collects the one GPU test" "collected"
+    if wanted deepspeed; then
+        if [ "$DEVICE" = cuda ]; then
+            run_logged deepspeed 210 "$PY" -m pytest -m gpu -p no:cacheprovider -q tests/test_deepspeed.py
+            ok=0; [ "$RC" -eq 0 ] && has deepspeed "^1 passed" && ok=1
+            verdict deepspeed $ok "the GPU DeepSpeed test must pass (not skip)" \
+                "^(FAILED|ERROR|SKIPPED)|[0-9]+ (passed|failed|skipped|errors?)"
+        else  # no CUDA here: the test would skip; check that exactly it is selected
+            run_logged deepspeed 120 "$PY" -m pytest -m gpu -p no:cacheprovider -q --collect-only tests/test_deepspeed.py
+            ok=0; [ "$RC" -eq 0 ] && has deepspeed "::test_deepspeed_stage2_fit_on_gpu_exports_loadable_weights$" &&
+                has deepspeed "^1/[0-9]+ tests? collected" && ok=1
+            verdict deepspeed $ok "collects the one GPU test" "collected"
+        fi
     fi
 
     # --- (b) EmoDiff speed
-    if [ "$DEVICE" = cuda ]; then
-        run_logged emodiff 90 "$PY" benchmarks/bench_emodiff.py --device cuda --train-steps 100
-    else
-        run_logged emodiff 90 "$PY" benchmarks/bench_emodiff.py --device cpu --seconds 1 --train-steps 2
+    if wanted emodiff; then
+        if [ "$DEVICE" = cuda ]; then
+            run_logged emodiff 90 "$PY" benchmarks/bench_emodiff.py --device cuda --train-steps 100
+        else
+            run_logged emodiff 90 "$PY" benchmarks/bench_emodiff.py --device cpu --seconds 1 --train-steps 2
+        fi
+        ok=0; [ "$RC" -eq 0 ] && has emodiff "device $DEVICE" && has emodiff "^sampling DDPM-500" && ok=1
+        verdict emodiff $ok "training windows/s and sampling x real time on $DEVICE" "^(machine|training|sampling|peak)"
     fi
-    ok=0; [ "$RC" -eq 0 ] && has emodiff "device $DEVICE" && has emodiff "^sampling DDPM-500" && ok=1
-    verdict emodiff $ok "training windows/s and sampling x real time on $DEVICE" "^(machine|training|sampling|peak)"
 
     # --- (c) face-vid2vid speed (the 256-px network is the figure wanted), rig + encoding, end to end
-    if [ "$DEVICE" = cuda ]; then
-        run_logged renderer 120 "$PY" benchmarks/bench_renderer.py --device cuda --frames 64 --demo-frames 200 --batch 8
-    else
-        run_logged renderer 120 "$PY" benchmarks/bench_renderer.py --device cpu --frames 1 --demo-frames 2 --batch 1
-    fi
-    ok=0; reason="face-vid2vid 256 px frames/s on $DEVICE, then rig, encoding and end to end"
-    if has renderer "^face-vid2vid default \(256 px"; then
-        if [ "$RC" -eq 0 ]; then
-            ok=1
-        elif [ "$FFMPEG_OK" = 0 ] && tail -3 "$OUT/renderer.log" | grep -qi "ffmpeg"; then
-            ok=1
-            reason="face-vid2vid 256 px frames/s on $DEVICE; rig, encoding, end to end NOT measured: no ffmpeg here"
+    if wanted renderer; then
+        if [ "$DEVICE" = cuda ]; then
+            run_logged renderer 120 "$PY" benchmarks/bench_renderer.py --device cuda --frames 64 --demo-frames 200 --batch 8
+        else
+            run_logged renderer 120 "$PY" benchmarks/bench_renderer.py --device cpu --frames 1 --demo-frames 2 --batch 1
         fi
+        ok=0; reason="face-vid2vid 256 px frames/s on $DEVICE, then rig, encoding and end to end"
+        if has renderer "^face-vid2vid default \(256 px"; then
+            if [ "$RC" -eq 0 ]; then
+                ok=1
+            elif [ "$FFMPEG_OK" = 0 ] && tail -3 "$OUT/renderer.log" | grep -qi "ffmpeg"; then
+                ok=1
+                reason="face-vid2vid 256 px frames/s on $DEVICE; rig, encoding, end to end NOT measured: no ffmpeg here"
+            fi
+        fi
+        verdict renderer $ok "$reason" "^(machine|face-vid2vid|rig render|end to end)"
     fi
-    verdict renderer $ok "$reason" "^(machine|face-vid2vid|rig render|end to end)"
 
     # --- (d) the face rig through EGL
-    if [ "$DEVICE" = cuda ]; then
-        run_logged render 90 "$PY" benchmarks/bench_render.py --frames 200 --sizes 256 512
-    else
-        run_logged render 90 "$PY" benchmarks/bench_render.py --frames 4 --sizes 256 512
-    fi
-    ok=0; reason="frames/s at 256 and 512 px, three anti-aliasing modes"
-    if [ "$RC" -eq 0 ] && has render "^256px AA msaa4" && has render "^512px AA msaa4"; then
-        ok=1
-        if [ "$DEVICE" = cuda ] && ! has render "GL: .*NVIDIA"; then
-            ok=0 reason="EGL did not render on the NVIDIA GPU (see the GL line)"
+    if wanted render; then
+        if [ "$DEVICE" = cuda ]; then
+            run_logged render 90 "$PY" benchmarks/bench_render.py --frames 200 --sizes 256 512
+        else
+            run_logged render 90 "$PY" benchmarks/bench_render.py --frames 4 --sizes 256 512
         fi
+        ok=0; reason="frames/s at 256 and 512 px, three anti-aliasing modes"
+        if [ "$RC" -eq 0 ] && has render "^256px AA msaa4" && has render "^512px AA msaa4"; then
+            ok=1
+            if [ "$DEVICE" = cuda ] && ! has render "GL: .*NVIDIA"; then
+                ok=0 reason="EGL did not render on the NVIDIA GPU (see the GL line)"
+            fi
+        fi
+        verdict render $ok "$reason" "^(machine|default rig|[0-9]+px AA)"
     fi
-    verdict render $ok "$reason" "^(machine|default rig|[0-9]+px AA)"
 
-    # --- (e) the renderer's mouth criterion (#4) as a learning curve, bf16 on the GPU
-    if [ "$DEVICE" = cuda ]; then
-        run_logged renderer_mouth 150 "$PY" benchmarks/bench_renderer_mouth.py --trainer gpu --steps 1000 --every 100
-    else
-        run_logged renderer_mouth 120 "$PY" benchmarks/bench_renderer_mouth.py --trainer cpu --steps 4 --every 2 \
-            --batch 2
+    # --- (e) the warp renderer on the GPU: avatar render, warp + paste-back, end to end with both MP4s
+    if wanted warp; then
+        if [ "$DEVICE" = cuda ]; then
+            run_logged warp 120 "$PY" benchmarks/bench_warp.py --device cuda --threads 16 --batch 32 --face-size 256 512
+        else
+            run_logged warp 120 "$PY" benchmarks/bench_warp.py --device cpu --seconds 0.4 --face-size 256
+        fi
+        ok=0; [ "$RC" -eq 0 ] && has warp "^face 256 px" && ok=1
+        verdict warp $ok "warp renderer frames/s on $DEVICE at 256 and 512-px faces, end to end after EmoDiff" \
+            "^(machine|face [0-9]+ px)"
     fi
-    ok=0; [ "$RC" -eq 0 ] && has renderer_mouth "^probe at step" && ok=1
-    verdict renderer_mouth $ok "renderer fine-tuning (trainer=${DEVICE/cuda/gpu}) with the jaw probe every 100 steps" \
-        "^(corpus|training|probe at|final)"
 
-    note "failed checks: $FAILED of 6; total ${SECONDS} s; logs in $OUT"
+    # --- (f) the renderer's mouth criterion as a learning curve, bf16 on the GPU
+    if wanted renderer_mouth; then
+        if [ "$DEVICE" = cuda ]; then
+            run_logged renderer_mouth 150 "$PY" benchmarks/bench_renderer_mouth.py --trainer gpu --steps 1000 --every 100
+        else
+            run_logged renderer_mouth 120 "$PY" benchmarks/bench_renderer_mouth.py --trainer cpu --steps 4 --every 2 \
+                --batch 2
+        fi
+        ok=0; [ "$RC" -eq 0 ] && has renderer_mouth "^probe at step" && ok=1
+        verdict renderer_mouth $ok "renderer fine-tuning (trainer=${DEVICE/cuda/gpu}) with the jaw probe every 100 steps" \
+            "^(corpus|training|probe at|final)"
+    fi
+
+    note "failed checks: $FAILED of $((CHECKS + 1)) (the kit and ${CHECKS} checks); total ${SECONDS} s; logs in $OUT"
     return "$FAILED"
 }
 
