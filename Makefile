@@ -63,7 +63,7 @@ demo: sysdeps install
 		--emotion happy --level 3 --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
 		--renderer outputs/renderer_demo/demo --out outputs/demo_video/face_vid2vid
 	$(DTL) eval outputs/demo_video/001_happy_level_3.mp4 --portrait outputs/demo_portrait.png --group demo \
-		--out outputs/demo_eval
+		--sample-frames 16 --out outputs/demo_eval
 	$(DTL) eval outputs/demo_heldout --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
 		--limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
 	rm -rf outputs/demo_study && $(DTL) study create demo emodiff_warp=outputs/demo_heldout corpus=data/demo \
