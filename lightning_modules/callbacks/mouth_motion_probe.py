@@ -15,12 +15,19 @@ class MouthMotionProbe(L.Callback):
         self.every_n_steps, self.speaker, self.frames = every_n_steps, speaker, frames
         self.probe: JawProbe | None = None
         self.last_probed = -1
+        self.batches = 0  # training batches so far, kept in checkpoints so a resumed run continues the axis
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches, "last_probed": self.last_probed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.batches, self.last_probed = state_dict["batches"], state_dict["last_probed"]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        # Lightning's own logging step: batches, not global_step (which counts both optimizers' steps), and saved
-        # in checkpoints; the probe's records must share that axis with train/* and val/* (CSV, W&B x-axis).
-        logged_step = trainer.fit_loop.epoch_loop._batches_that_stepped  # this batch's, before Lightning adds it
-        batches = logged_step + 1
+        # The step Lightning logs train/* and val/* at is the number of batches before this one, not global_step
+        # (which counts both optimizers' steps): the probe's records share that axis (CSV, W&B x-axis).
+        logged_step = self.batches
+        self.batches = batches = logged_step + 1
         if batches % self.every_n_steps or batches == self.last_probed or not trainer.is_global_zero:
             return
         self.last_probed = batches

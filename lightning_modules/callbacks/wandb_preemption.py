@@ -8,7 +8,6 @@ import signal
 import threading
 
 import lightning as L
-from lightning.fabric.loggers.logger import _DummyExperiment
 from lightning.pytorch.loggers import WandbLogger
 
 
@@ -27,13 +26,15 @@ class WandbPreemption(L.Callback):
         self.previous = handler
 
         def preempt_then_requeue(signum, frame) -> None:
+            finished = []
             for logger in loggers:
                 run = logger.experiment
                 if hasattr(run, "mark_preempting"):  # rank 0 holds the run; other ranks a stand-in
                     run.mark_preempting()
                     run.finish(exit_code=1)
-                    # what the job logs until Slurm stops it goes nowhere (Lightning's stand-in for other ranks)
-                    logger._experiment = _DummyExperiment()
+                    finished.append(logger)
+            # what the job logs until Slurm stops it must not reach a finished run: those loggers leave the trainer
+            trainer.loggers = [lg for lg in trainer.loggers if not any(lg is done for done in finished)]
             handler(signum, frame)
 
         signal.signal(signal.SIGUSR1, preempt_then_requeue)
