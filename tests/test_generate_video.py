@@ -38,7 +38,7 @@ def runs(tiny_corpus, talking_corpus, tmp_path_factory, one_thread):  # noqa: F8
 
 @pytest.mark.slow
 def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path, capsys):
-    from dtl_foundation.arkit import read_live_link_csv
+    from dtl_foundation.arkit_live_link import read_live_link_csv
     from dtl_foundation.media.audio import audio_duration
     from experiments.generate.command import main
     from dtl_foundation.media.video_write import check_video, probe_video

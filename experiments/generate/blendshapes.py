@@ -15,7 +15,7 @@ from tqdm import tqdm
 from datamodules.blendshape_datamodule import resample_track
 from datamodules.features import compute_features
 from datamodules.tracks import load_track
-from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.arkit_live_link import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from dtl_foundation.mead import EMOTION_INDEX

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from datamodules.talking_video_datamodule import crop_video_frames
-from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.arkit_live_link import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.media.audio import AudioError
 from dtl_foundation.media.portrait import (
     CropBox,
