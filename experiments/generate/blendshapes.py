@@ -15,7 +15,7 @@ from tqdm import tqdm
 from datamodules.blendshape_datamodule import resample_track
 from datamodules.features import compute_features
 from datamodules.tracks import load_track
-from dtl_foundation.arkit_live_link import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.arkit_live_link import FRAME_RATES, LiveLinkTrack, write_live_link_csv
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from dtl_foundation.mead import EMOTION_INDEX
@@ -23,6 +23,7 @@ from lightning_modules.emotion_requests import (EmotionMix, mix_vector, parse_em
                                                 schedule_vectors)
 from lightning_modules.networks.emodiff_generator import STYLE_SOURCES
 from lightning_modules.trained_model import TrainedModel, load_trained_model
+from experiments.generate.take_files import input_stems, take_finished
 
 DEFAULT_STYLE_FROM = "bank"
 """Requests without a reference clip take their style from the checkpoint's style bank: on held-out speakers
@@ -119,8 +120,13 @@ def request_metadata(trained: TrainedModel, ns: argparse.Namespace, audio_path: 
             "steps": ns.steps if ns.steps is not None else trained.model.generator.sample_steps, "seed": ns.seed}
 
 
+def metadata_path(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".json")
+
+
 def write_metadata(csv_path: Path, metadata: dict) -> Path:
-    path = csv_path.with_suffix(".json")
+    """Written after the take's other files: its presence marks the take finished (take_finished)."""
+    path = metadata_path(csv_path)
     atomic_write_text(path, json.dumps(metadata, indent=1) + "\n")
     return path
 
@@ -162,9 +168,19 @@ def cmd_blendshapes(ns: argparse.Namespace) -> int:
     if ns.audio_list:
         audio_files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
     out_dir = Path(ns.out)
+    try:
+        stems = input_stems(audio_files)
+    except ValueError as e:
+        print(f"dtl generate: {e}", file=sys.stderr)
+        return 2
     failures = 0
-    for audio_path in tqdm(audio_files, desc="generating", unit="file", disable=len(audio_files) < 2):
+    for audio_path, stem in tqdm(list(zip(audio_files, stems)), desc="generating", unit="file",
+                                 disable=len(audio_files) < 2):
+        out = out_dir / f"{stem}_{take_name(ns)}.csv"
         try:
+            if ns.skip_existing and take_finished(metadata_path(out), request_metadata(trained, ns, audio_path)):
+                print(f"{audio_path}: {out} is already there (--skip-existing)")
+                continue
             track = generate_blendshapes(trained, audio_path, ns.emotion, ns.level,
                                          style_path=Path(ns.style) if ns.style else None, steps=ns.steps,
                                          guidance=ns.guidance, seed=ns.seed, refiner=refiner,
@@ -176,7 +192,6 @@ def cmd_blendshapes(ns: argparse.Namespace) -> int:
             continue
         if ns.fps != trained.fps:
             track = resample_track(track, trained.fps, ns.fps)
-        out = out_dir / f"{audio_path.stem}_{take_name(ns)}.csv"
         write_live_link_csv(out, LiveLinkTrack(blendshapes=track, fps=ns.fps))
         write_metadata(out, request_metadata(trained, ns, audio_path))
         print(f"{audio_path} -> {out} ({len(track)} frames at {ns.fps:g} fps)")
@@ -190,10 +205,17 @@ def add_parser(sub) -> None:
     bs.add_argument("--audio", nargs="*", default=[], help="audio files (wav, flac, m4a, mp3)")
     bs.add_argument("--audio-list", help="a text file with one audio path a line")
     add_emotion_arguments(bs)
-    bs.add_argument("--fps", type=float, default=30.0, choices=[25.0, 30.0, 60.0])
+    bs.add_argument("--fps", type=float, default=30.0, choices=FRAME_RATES,
+                    help="frame rate of the CSV and its timecodes (default 30)")
     bs.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
     bs.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     bs.add_argument("--seed", type=int, default=0)
     bs.add_argument("--device", default="cpu")
     bs.add_argument("--out", default="generated")
+    add_skip_existing_argument(bs)
     bs.set_defaults(func=cmd_blendshapes)
+
+
+def add_skip_existing_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave takes an earlier run of the same request finished (their JSON is there) alone")

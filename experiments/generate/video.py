@@ -33,11 +33,14 @@ from dtl_foundation.media.portrait import (
 from dtl_foundation.media.video_write import VideoError, write_video
 from experiments.generate.blendshapes import (
     add_emotion_arguments,
+    add_skip_existing_argument,
     generate_blendshapes,
+    metadata_path,
     request_metadata,
     take_name,
     write_metadata,
 )
+from experiments.generate.take_files import input_stems, take_finished
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 from rendering.default_rig import default_rig
@@ -160,14 +163,24 @@ def cmd_video(ns: argparse.Namespace) -> int:
         return 2
     files = audio_inputs(ns)
     out_dir = Path(ns.out)
+    try:
+        stems = input_stems(files)
+    except ValueError as e:
+        print(f"dtl generate video: {e}", file=sys.stderr)
+        return 2
     failures = 0
-    for audio_path in tqdm(files, desc="generating", unit="file", disable=len(files) < 2):
+    for audio_path, stem in tqdm(list(zip(files, stems)), desc="generating", unit="file", disable=len(files) < 2):
+        stem = f"{stem}_{take_name(ns)}"
         try:
+            if ns.skip_existing and take_finished(metadata_path(out_dir / f"{stem}_arkit.csv"),
+                                                  request_metadata(trained, ns, audio_path)):
+                print(f"{audio_path}: {out_dir / stem}.mp4 is already there (--skip-existing)")
+                continue
             result = generate_video(trained, renderer, portrait, audio_path, ns.emotion, ns.level, out_dir,
                                     refiner=refiner, style_path=Path(ns.style) if ns.style else None,
                                     steps=ns.steps, guidance=ns.guidance, seed=ns.seed,
                                     adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size,
-                                    stem=f"{audio_path.stem}_{take_name(ns)}", style_from=ns.style_from,
+                                    stem=stem, style_from=ns.style_from,
                                     intensity=ns.intensity,
                                     schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
             write_metadata(result["paths"]["arkit"], request_metadata(trained, ns, audio_path))
@@ -204,4 +217,5 @@ def add_parser(sub) -> None:
     video.add_argument("--batch-size", type=int, default=8, help="frames per motion-transfer batch")
     video.add_argument("--device", default="cpu")
     video.add_argument("--out", default="generated")
+    add_skip_existing_argument(video)
     video.set_defaults(func=cmd_video, needs_audio=True)
