@@ -18,16 +18,8 @@ from experiments.generate.take_files import input_stems
 
 
 @pytest.fixture(scope="module")
-def emodiff_run(tiny_corpus, tmp_path_factory) -> Path:
-    from experiments.train import train
-    from training_helpers import compose_train
-
-    out = tmp_path_factory.mktemp("emodiff")
-    train(compose_train(["experiment=emodiff_demo", "run_id=batch", f"paths.output_root={out}",
-                         f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", f"paths.cache_dir={out}/cache",
-                         "trainer.max_steps=2", "logger=csv", "test=false", "trainer.accelerator=cpu",
-                         "callbacks.blendshape_figure=null"]))
-    return out / "emodiff_demo" / "batch"
+def emodiff_run(tiny_emodiff_run) -> Path:
+    return tiny_emodiff_run
 
 
 @pytest.fixture(scope="module")
