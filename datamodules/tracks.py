@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dtl_foundation.arkit import ARKIT_NAMES, NPY_ORDER, NUM_BLENDSHAPES, ORDERS, BlendshapeNameError, from_order
-from dtl_foundation.arkit_live_link import read_live_link_csv
+from dtl_foundation.arkit_live_link import read_live_link_csv, sampled_rate
 from dtl_foundation.mead import CORPUS_INFO_FILE, TRACK_EXTENSIONS
 
 DEFAULT_FPS = 25.0  # rate of .npy tracks when neither the caller nor CORPUS.json says otherwise
@@ -53,7 +53,8 @@ def load_track(path: str | os.PathLike, csv_fps: float = 60.0, npy_fps: float = 
     """A (T, 52) float32 track in Apple order and its frame rate.
 
     `.npy` files hold 52 columns in `npy_order` (their corpus's "arkit_order", Apple order unless stated) and carry
-    no rate (`npy_fps`); Live Link Face `.csv` files are read by column name and recorded at `csv_fps`. Raises
+    no rate (`npy_fps`); Live Link Face `.csv` files are read by column name, at `csv_fps` unless their timecodes
+    count another number of rows a second (a 30 fps take against a 60 fps timecode: `sampled_rate`). Raises
     CorpusError for an unreadable file or a wrong shape; the values themselves are checked by `check_track_values`.
     """
     path = Path(path)
@@ -82,7 +83,7 @@ def load_track(path: str | os.PathLike, csv_fps: float = 60.0, npy_fps: float = 
             raise CorpusError(path, text, kind="blendshape_names" if names else "track_unreadable") from e
         except (OSError, UnicodeDecodeError, ValueError, csv.Error) as e:
             raise CorpusError(path, f"unreadable Live Link Face CSV ({e})", kind="track_unreadable") from e
-        return take.blendshapes, float(csv_fps)
+        return take.blendshapes, float(sampled_rate(take.timecodes, csv_fps))
     raise CorpusError(path, f"unsupported track type {suffix!r}; expected one of {list(TRACK_EXTENSIONS)}",
                       kind="track_unreadable")
 

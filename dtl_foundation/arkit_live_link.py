@@ -71,6 +71,23 @@ def timecode_to_seconds(timecode: str, fps: float) -> float:
     return timecode_to_frames(timecode, fps) / fps
 
 
+def sampled_rate(timecodes: list[str], stated_fps: float) -> float:
+    """The rate a take was recorded at: `stated_fps`, unless its timecodes count another number of rows a second.
+
+    The app records at 30 or 60 fps whatever its timecode rate, so a 30 fps take against a 60 fps timecode steps
+    two frames a row; counting the rows of each whole timecode second (the median over the take) tells them apart
+    without knowing the timecode's rate. Takes without a whole second, or whose timecodes are not HH:MM:SS:FF, and
+    counts within 0.5 % of `stated_fps` (29.97 counts 30 a timecode second) keep `stated_fps`."""
+    seconds = [tc.strip().split(":")[:3] for tc in timecodes]
+    if not all(len(s) == 3 and all(part.isdigit() for part in s) for s in seconds):
+        return stated_fps
+    starts = [i for i in range(1, len(seconds)) if seconds[i] != seconds[i - 1]]
+    if len(starts) < 2:
+        return stated_fps
+    counted = float(np.median(np.diff(starts)))
+    return stated_fps if abs(counted - stated_fps) <= 0.005 * stated_fps else counted
+
+
 @dataclass
 class LiveLinkTrack:
     """A Live Link Face take: (T, 52) blendshapes in Apple order, (T, 9) head/eye angles, and its fps."""

@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("corpus")
     scan.add_argument("--out", help="manifest path (default CORPUS/manifest.jsonl)")
     scan.add_argument("--fps", type=float, default=None, help="rate of .npy tracks (default: CORPUS.json or 25)")
-    scan.add_argument("--csv-fps", type=float, default=60.0, help="rate of Live Link Face CSV tracks")
+    scan.add_argument("--csv-fps", type=float, default=60.0,
+                      help="rate of Live Link Face CSV tracks whose timecodes hold no whole second to count rows in")
     scan.add_argument("--view", default="front")
     scan.add_argument("--val-speakers", type=int, default=1)
     scan.add_argument("--test-speakers", type=int, default=1)

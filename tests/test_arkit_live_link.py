@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datamodules.tracks import load_track
 from dtl_foundation import arkit
 from dtl_foundation.arkit_live_link import (BLENDSHAPE_COUNT, FRAME_RATES, LLF_HEADER, POSE_NAMES, LiveLinkTrack,
-                                            frames_to_timecode, read_live_link_csv, timecode_rate,
+                                            frames_to_timecode, read_live_link_csv, sampled_rate, timecode_rate,
                                             timecode_to_seconds, write_live_link_csv)
 
 CAPTURE = Path(__file__).parent / "data" / "live_link" / "alex_rom_3_first_rows.csv"
@@ -28,7 +29,7 @@ def test_written_header_equals_the_real_capture_byte_for_byte(tmp_path):
 def test_the_real_capture_read_and_written_back_is_the_same_file(tmp_path):
     """Column order, count column (61), timecodes and the ten-decimal numbers: all as the app wrote them."""
     take = read_live_link_csv(CAPTURE, fps=60.0)
-    assert take.blendshapes.shape == (3, 52) and take.timecodes[0] == "13:13:04:31.652"
+    assert take.blendshapes.shape == (75, 52) and take.timecodes[0] == "13:13:04:31.652"
     assert take.blendshapes[0, arkit.INDEX["jawRight"]] == pytest.approx(0.0185036063)  # its JawRight column
     assert take.pose[0, POSE_NAMES.index("HeadYaw")] == 0.0
     path = tmp_path / "again.csv"
@@ -50,6 +51,20 @@ def test_capture_timecodes_give_its_30_fps_sampling_against_a_60_fps_timecode():
     take = read_live_link_csv(CAPTURE, fps=60.0)
     seconds = [timecode_to_seconds(tc, 60.0) for tc in take.timecodes]
     np.testing.assert_allclose(np.diff(seconds), 1 / 30, atol=1e-4)
+    assert sampled_rate(take.timecodes, 60.0) == 30.0  # rows a timecode second, whatever the timecode's rate
+    track, fps = load_track(CAPTURE, csv_fps=60.0)  # how corpora and --style clips read it
+    assert fps == 30.0 and track.shape == (75, 52)
+
+
+@pytest.mark.parametrize("fps", FRAME_RATES)
+def test_takes_written_at_a_rate_are_read_at_that_rate(tmp_path, fps):
+    path = tmp_path / "take.csv"
+    write_live_link_csv(path, LiveLinkTrack(np.zeros((int(fps * 3), 52)), fps=fps))
+    assert load_track(path, csv_fps=fps)[1] == fps
+    assert load_track(path, csv_fps=60.0)[1] == pytest.approx(fps, rel=0.005)  # told another rate: counted
+    short = tmp_path / "short.csv"
+    write_live_link_csv(short, LiveLinkTrack(np.zeros((int(fps * 1.5), 52)), fps=fps))
+    assert load_track(short, csv_fps=60.0)[1] == 60.0  # no whole timecode second to count: as told
 
 
 @pytest.mark.parametrize("spelling", ["BlendShapeCount", "BlendshapeCount"])

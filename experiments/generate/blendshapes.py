@@ -19,11 +19,11 @@ from dtl_foundation.arkit_live_link import FRAME_RATES, LiveLinkTrack, write_liv
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from dtl_foundation.mead import EMOTION_INDEX
+from experiments.generate.take_files import input_stems, take_finished
 from lightning_modules.emotion_requests import (EmotionMix, mix_vector, parse_emotion, read_emotion_schedule,
                                                 schedule_vectors)
 from lightning_modules.networks.emodiff_generator import STYLE_SOURCES
 from lightning_modules.trained_model import TrainedModel, load_trained_model
-from experiments.generate.take_files import input_stems, take_finished
 
 DEFAULT_STYLE_FROM = "bank"
 """Requests without a reference clip take their style from the checkpoint's style bank: on held-out speakers
@@ -162,17 +162,17 @@ def take_name(ns: argparse.Namespace) -> str:
 
 
 def cmd_blendshapes(ns: argparse.Namespace) -> int:
-    trained = load_trained_model(ns.checkpoint, ns.device)
-    refiner = load_trained_model(ns.refiner, ns.device) if ns.refiner else None
     audio_files = [Path(a) for a in ns.audio]
     if ns.audio_list:
         audio_files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
-    out_dir = Path(ns.out)
     try:
         stems = input_stems(audio_files)
     except ValueError as e:
         print(f"dtl generate: {e}", file=sys.stderr)
         return 2
+    trained = load_trained_model(ns.checkpoint, ns.device)
+    refiner = load_trained_model(ns.refiner, ns.device) if ns.refiner else None
+    out_dir = Path(ns.out)
     failures = 0
     for audio_path, stem in tqdm(list(zip(audio_files, stems)), desc="generating", unit="file",
                                  disable=len(audio_files) < 2):
