@@ -68,9 +68,11 @@ demo: sysdeps install
 		--limit 2 --sample-frames 8 --out outputs/demo_heldout/eval
 	rm -rf outputs/demo_study && $(DTL) study create demo emodiff_warp=outputs/demo_heldout corpus=data/demo \
 		--criteria lip_sync realism --participants 4 --attention-checks 1 --out outputs/demo_study
-	for e in $(DEMO_EMOTION_LEVELS); do $(DTL) generate video --portrait outputs/demo_portrait.png --audio $(DEMO_NEUTRAL) \
-		--emotion $${e%:*} --level $${e#*:} --checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo \
-		--out outputs/demo_emotions || exit 1; done
+	$(DTL) generate video --portrait outputs/demo_portrait.png --audio $(DEMO_NEUTRAL) --emotion neutral --level 1 \
+		--checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo --out outputs/demo_emotions
+	$(DTL) generate video --portrait outputs/demo_portrait.png --audio $(DEMO_NEUTRAL) --level 3 \
+		--emotion $(foreach e,$(filter-out neutral:1,$(DEMO_EMOTION_LEVELS)),$(firstword $(subst :, ,$(e)))) \
+		--checkpoint outputs/emodiff_demo/demo --refiner outputs/lip_refiner_demo/demo --out outputs/demo_emotions
 	$(DTL) compare outputs/baseline_demo/demo outputs/emodiff_demo/demo outputs/lip_refiner_demo/demo \
 		--baseline baseline_demo --metric test/mouth_error --metric test/sync --metric test/upper_face_dd \
 		--metric test/emotion_accuracy --metric test/source/mouth_error --metric test/source/sync --out outputs/demo_report \

@@ -77,7 +77,8 @@ class BlendshapeDataModule(SplitLoadersDataModule):
         cache = self._cache()
         clips = []
         for r in records:
-            track, track_fps = load_track(r.track_path, csv_fps=r.fps, npy_fps=r.fps)
+            track, track_fps = load_track(r.track_path, csv_fps=r.fps, npy_fps=r.fps,
+                                          npy_order=self.manifest.arkit_order)
             if abs(track_fps - self.hparams.fps) > 1e-6:
                 track = resample_track(track, track_fps, self.hparams.fps)
             audio = cache.get(r.audio_path, self.hparams.fps, num_frames=len(track))

@@ -17,7 +17,8 @@ from tqdm import tqdm
 from dtl_foundation.media.audio import AudioError, audio_duration
 from dtl_foundation.atomic_files import atomic_write_text
 from datamodules.manifest import SPLITS, ClipRecord, Manifest
-from datamodules.tracks import DEFAULT_FPS, CorpusError, check_track_values, load_track, problem_text, read_corpus_info
+from datamodules.tracks import (DEFAULT_FPS, CorpusError, check_track_values, corpus_npy_order, load_track,
+                               problem_text, read_corpus_info)
 from dtl_foundation.mead import (AUDIO_EXTENSIONS, CORPUS_INFO_FILE, EMOTIONS, TRACK_EXTENSIONS, VIDEO_EXTENSIONS,
                               ClipKey, levels_of, parse_level_dir)
 
@@ -192,6 +193,7 @@ class _LayoutWalker:
 class ValidationRules:
     npy_fps: float
     csv_fps: float
+    npy_order: str
     duration_tolerance: float  # seconds
     value_margin: float
 
@@ -204,7 +206,7 @@ def validate_clip(clip: ClipFiles, rules: ValidationRules) -> ClipRecord:
             duration = audio_duration(clip.audio)
         except AudioError as e:
             raise CorpusError(clip.audio, problem_text(e, clip.audio), kind="audio") from e
-        track, fps = load_track(clip.track, csv_fps=rules.csv_fps, npy_fps=rules.npy_fps)
+        track, fps = load_track(clip.track, csv_fps=rules.csv_fps, npy_fps=rules.npy_fps, npy_order=rules.npy_order)
         check_track_values(track, clip.track, rules.value_margin)
         track_duration = len(track) / fps
         tolerance = max(rules.duration_tolerance, 2.0 / fps)
@@ -265,8 +267,14 @@ def _validate_all(clips: list[ClipFiles], rules: ValidationRules, *, stop_at_fir
 
 # --- the scan --------------------------------------------------------------------------------------------
 
-def _write_report(path: Path, root: Path, clips: int, problems: list[CorpusError]) -> None:
+def order_note(order: str, stated: bool) -> str:
+    return (f"CORPUS.json states arkit_order {order!r}" if stated else
+            f"CORPUS.json does not state arkit_order: .npy tracks read in the default {order!r} order")
+
+
+def _write_report(path: Path, root: Path, clips: int, problems: list[CorpusError], order: tuple[str, bool]) -> None:
     report = {"root": str(root), "clips": clips, "skipped": len(problems),
+              "arkit_order": order[0], "arkit_order_stated": order[1], "arkit_order_note": order_note(*order),
               "counts": dict(sorted(Counter(p.kind for p in problems).items())),
               "problems": [p.as_dict() for p in problems]}
     atomic_write_text(path, json.dumps(report, indent=1) + "\n")
@@ -279,9 +287,10 @@ def scan_corpus(root: str | os.PathLike, *, fps: float | None = None, csv_fps: f
                 workers: int = 0) -> Manifest:
     """Validate every clip of a MEAD-layout corpus and return its manifest, split by held-out speakers.
 
-    fps: rate of the .npy tracks (default: CORPUS.json's "fps", else 25); csv_fps: rate of Live Link Face
-    CSV tracks. duration_tolerance (seconds): audio and track may differ by max(duration_tolerance, 2/fps)
-    seconds. value_margin: a track value outside [-value_margin, 1 + value_margin] is an error.
+    fps: rate of the .npy tracks (default: CORPUS.json's "fps", else 25); their column order is CORPUS.json's
+    "arkit_order" (else Apple order, which the report then says); csv_fps: rate of Live Link Face CSV tracks.
+    duration_tolerance (seconds): audio and track may differ by max(duration_tolerance, 2/fps) seconds.
+    value_margin: a track value outside [-value_margin, 1 + value_margin] is an error.
     on_error="fail" raises the first problem as a CorpusError naming the file; "skip" leaves bad clips out
     and lists them in `manifest.skipped`. The report (JSON: counts by kind and every problem) is written
     to `report_path` when one is given, also when the scan fails.
@@ -297,6 +306,9 @@ def scan_corpus(root: str | os.PathLike, *, fps: float | None = None, csv_fps: f
         where = root / CORPUS_INFO_FILE if fps is None else root
         raise CorpusError(where, f"the track fps must be a positive number, not {npy_fps!r}")
     npy_fps = float(npy_fps)
+    npy_order, order_stated = corpus_npy_order(root, info)
+    if not order_stated:
+        log.info("%s: %s", root, order_note(npy_order, order_stated))
 
     speaker_dirs = find_speakers(root)
     if not speaker_dirs:
@@ -314,10 +326,11 @@ def scan_corpus(root: str | os.PathLike, *, fps: float | None = None, csv_fps: f
     report = Path(report_path) if report_path is not None else None
     if on_error == "fail" and problems:
         if report:
-            _write_report(report, root, 0, problems)
+            _write_report(report, root, 0, problems, (npy_order, order_stated))
         raise problems[0]
 
-    rules = ValidationRules(npy_fps=npy_fps, csv_fps=float(csv_fps), duration_tolerance=float(duration_tolerance),
+    rules = ValidationRules(npy_fps=npy_fps, csv_fps=float(csv_fps), npy_order=npy_order,
+                            duration_tolerance=float(duration_tolerance),
                             value_margin=float(value_margin))
     results = _validate_all(clips, rules, stop_at_first=on_error == "fail", workers=workers, progress=progress,
                             desc=f"validating {root.name}")
@@ -325,7 +338,7 @@ def scan_corpus(root: str | os.PathLike, *, fps: float | None = None, csv_fps: f
     problems += [r for r in results if isinstance(r, CorpusError)]
     problems.sort(key=lambda p: p.path)
     if report:
-        _write_report(report, root, len(records), problems)
+        _write_report(report, root, len(records), problems, (npy_order, order_stated))
     if on_error == "fail" and problems:
         raise problems[0]
     if problems:
@@ -342,5 +355,6 @@ def scan_corpus(root: str | os.PathLike, *, fps: float | None = None, csv_fps: f
         if not any(r.split == name for r in records) and splits[name]:
             log.warning("%s: the %s split (speakers %s) has no valid clips", root, name, splits[name])
     return Manifest(records=records, root=str(root), fps=npy_fps, csv_fps=float(csv_fps), view=view,
+                    arkit_order=npy_order, arkit_order_stated=order_stated,
                     synthetic=bool(info.get("synthetic", False)), description=str(info.get("description", "")),
                     splits=splits, skipped=[p.as_dict() for p in problems])

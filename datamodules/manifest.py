@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from dtl_foundation.arkit import NPY_ORDER
 from dtl_foundation.atomic_files import atomic_write_text
 
 MANIFEST_FORMAT = "dreamtalk-lab/manifest"
@@ -67,6 +68,8 @@ class Manifest:
     fps: float = 25.0
     csv_fps: float = 60.0
     view: str = "front"
+    arkit_order: str = NPY_ORDER  # the column order of the corpus's .npy tracks (read into Apple order)
+    arkit_order_stated: bool = False  # whether CORPUS.json states it
     synthetic: bool = False
     description: str = ""
     splits: dict[str, list[str]] = field(default_factory=dict)  # split -> speakers, as decided by the scan
@@ -103,7 +106,8 @@ class Manifest:
     def header(self) -> dict[str, Any]:
         return {
             "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "root": self.root, "fps": self.fps,
-            "csv_fps": self.csv_fps, "view": self.view, "synthetic": self.synthetic,
+            "csv_fps": self.csv_fps, "view": self.view, "arkit_order": self.arkit_order,
+            "arkit_order_stated": self.arkit_order_stated, "synthetic": self.synthetic,
             "description": self.description, "splits": self.splits,
             "counts": {s: len(self.split(s)) for s in SPLITS}, "skipped": self.skipped,
         }
@@ -135,6 +139,8 @@ class Manifest:
                 raise ValueError(f"{path}: line {number}: bad record ({e})") from e
         return cls(records=records, root=header["root"], fps=float(header["fps"]),
                    csv_fps=float(header.get("csv_fps", 60.0)), view=header.get("view", "front"),
+                   arkit_order=header.get("arkit_order", NPY_ORDER),
+                   arkit_order_stated=bool(header.get("arkit_order_stated", False)),
                    synthetic=bool(header.get("synthetic", False)), description=header.get("description", ""),
                    splits=header.get("splits", {}), skipped=header.get("skipped", []))
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES, BlendshapeNameError, read_live_link_csv
+from dtl_foundation.arkit import ARKIT_NAMES, NPY_ORDER, NUM_BLENDSHAPES, ORDERS, BlendshapeNameError, from_order
+from dtl_foundation.arkit_live_link import read_live_link_csv, sampled_rate
 from dtl_foundation.mead import CORPUS_INFO_FILE, TRACK_EXTENSIONS
 
 DEFAULT_FPS = 25.0  # rate of .npy tracks when neither the caller nor CORPUS.json says otherwise
@@ -47,13 +48,14 @@ def problem_text(error: Exception, path: Path) -> str:
     return text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text
 
 
-def load_track(path: str | os.PathLike, csv_fps: float = 60.0, npy_fps: float = DEFAULT_FPS
-               ) -> tuple[np.ndarray, float]:
+def load_track(path: str | os.PathLike, csv_fps: float = 60.0, npy_fps: float = DEFAULT_FPS,
+               npy_order: str = NPY_ORDER) -> tuple[np.ndarray, float]:
     """A (T, 52) float32 track in Apple order and its frame rate.
 
-    `.npy` files hold the 52 columns in Apple order and carry no rate (`npy_fps`); Live Link Face `.csv`
-    files are read by column name and recorded at `csv_fps`. Raises CorpusError for an unreadable file or
-    a wrong shape; the values themselves are checked by `check_track_values`.
+    `.npy` files hold 52 columns in `npy_order` (their corpus's "arkit_order", Apple order unless stated) and carry
+    no rate (`npy_fps`); Live Link Face `.csv` files are read by column name, at `csv_fps` unless their timecodes
+    count another number of rows a second (a 30 fps take against a 60 fps timecode: `sampled_rate`). Raises
+    CorpusError for an unreadable file or a wrong shape; the values themselves are checked by `check_track_values`.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -67,10 +69,11 @@ def load_track(path: str | os.PathLike, csv_fps: float = 60.0, npy_fps: float = 
                               kind="track_shape")
         if track.shape[1] != NUM_BLENDSHAPES:
             raise CorpusError(path, f"track has {track.shape[1]} columns; expected {NUM_BLENDSHAPES} ARKit "
-                              "blendshapes in Apple order", kind="track_columns")
+                              f"blendshapes in {npy_order} order", kind="track_columns")
         if not (np.issubdtype(track.dtype, np.number) or track.dtype == bool):
             raise CorpusError(path, f"track has non-numeric dtype {track.dtype}", kind="track_unreadable")
-        return np.ascontiguousarray(track, dtype=np.float32), float(npy_fps)
+        track = np.ascontiguousarray(track, dtype=np.float32)
+        return (track if npy_order == NPY_ORDER else from_order(track, npy_order, source=path)), float(npy_fps)
     if suffix == ".csv":
         try:
             take = read_live_link_csv(path, fps=csv_fps)
@@ -80,7 +83,7 @@ def load_track(path: str | os.PathLike, csv_fps: float = 60.0, npy_fps: float = 
             raise CorpusError(path, text, kind="blendshape_names" if names else "track_unreadable") from e
         except (OSError, UnicodeDecodeError, ValueError, csv.Error) as e:
             raise CorpusError(path, f"unreadable Live Link Face CSV ({e})", kind="track_unreadable") from e
-        return take.blendshapes, float(csv_fps)
+        return take.blendshapes, float(sampled_rate(take.timecodes, csv_fps))
     raise CorpusError(path, f"unsupported track type {suffix!r}; expected one of {list(TRACK_EXTENSIONS)}",
                       kind="track_unreadable")
 
@@ -106,7 +109,7 @@ def check_track_values(track: np.ndarray, path: str | os.PathLike, margin: float
 
 
 def read_corpus_info(root: str | os.PathLike) -> dict[str, Any]:
-    """The optional <root>/CORPUS.json ({} when absent): "fps", "synthetic", "description"."""
+    """The optional <root>/CORPUS.json ({} when absent): "fps", "arkit_order", "synthetic", "description"."""
     path = Path(root) / CORPUS_INFO_FILE
     if not path.is_file():
         return {}
@@ -117,3 +120,14 @@ def read_corpus_info(root: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise CorpusError(path, f"corpus info must be a JSON object, not {type(info).__name__}")
     return info
+
+
+def corpus_npy_order(root: str | os.PathLike, info: dict[str, Any]) -> tuple[str, bool]:
+    """The index order of the corpus's `.npy` tracks and whether CORPUS.json states it (else NPY_ORDER)."""
+    order = info.get("arkit_order")
+    if order is None:
+        return NPY_ORDER, False
+    if order not in ORDERS:
+        raise CorpusError(Path(root) / CORPUS_INFO_FILE, f'unknown "arkit_order" {order!r}; known orders: '
+                          f"{', '.join(ORDERS)}")
+    return order, True

@@ -1,18 +1,14 @@
-"""The 52 ARKit blendshapes: names in Apple order, named groups, reordering by name, Live Link Face CSV."""
+"""The 52 ARKit blendshapes: names in Apple order, named groups, the index orders other tools use and converters
+between them (the Live Link Face CSV itself is in arkit_live_link)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from dtl_foundation.atomic_files import atomic_write_text
-
-# Apple / Live Link Face order (the order of a Live Link Face CSV header).
+# Apple order: the order of ARFaceAnchor.BlendShapeLocation in Apple's ARKit documentation. The project's one index
+# order for (T, 52) arrays, checkpoints and `.npy` tracks (NPY_ORDER; a corpus may declare another, see ORDERS).
 ARKIT_NAMES: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
     "eyeSquintLeft", "eyeWideLeft",
@@ -37,6 +33,25 @@ INDEX: dict[str, int] = {name: i for i, name in enumerate(ARKIT_NAMES)}
 # EmoTalk and MediaPipe list the shapes alphabetically; MediaPipe prepends `_neutral` and has no tongueOut.
 ALPHABETICAL_NAMES: tuple[str, ...] = tuple(sorted(ARKIT_NAMES))
 MEDIAPIPE_NAMES: tuple[str, ...] = ("_neutral",) + tuple(n for n in ALPHABETICAL_NAMES if n != "tongueOut")
+
+
+def _swapped(names: tuple[str, ...], *pairs: tuple[str, str]) -> tuple[str, ...]:
+    swap = {a: b for pair in pairs for a, b in (pair, pair[::-1])}
+    return tuple(swap.get(n, n) for n in names)
+
+
+# The Live Link Face app's column order: Apple's, but JawRight before JawLeft and MouthRight before MouthLeft.
+# Tools that turn its CSVs into arrays by column index keep this order.
+LIVE_LINK_NAMES: tuple[str, ...] = _swapped(ARKIT_NAMES, ("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"))
+
+ORDERS: dict[str, tuple[str, ...]] = {
+    "apple": ARKIT_NAMES,
+    "livelink": LIVE_LINK_NAMES,
+    "alphabetical": ALPHABETICAL_NAMES,  # EmoTalk
+    "mediapipe": MEDIAPIPE_NAMES,  # FaceLandmarker's 52 scores: `_neutral` first, no tongueOut
+}
+NPY_ORDER = "apple"
+"""The order of a `.npy` track whose corpus does not state one (CORPUS.json's "arkit_order")."""
 
 
 def _group(prefix: str) -> tuple[str, ...]:
@@ -95,96 +110,37 @@ def reorder(values: np.ndarray, names: list[str] | tuple[str, ...], *, fill_miss
     return out
 
 
+def order_names(order: str, *, source: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The 52 names of a named index order (one of ORDERS)."""
+    if order not in ORDERS:
+        where = f"{source}: " if source else ""
+        raise BlendshapeNameError(f"{where}unknown ARKit index order {order!r}; known orders: {', '.join(ORDERS)}")
+    return ORDERS[order]
+
+
+def from_order(values: np.ndarray, order: str, *, source: str | os.PathLike | None = None) -> np.ndarray:
+    """(..., 52) columns in a named order -> Apple order (MediaPipe's tongueOut, which it lacks, = 0)."""
+    return reorder(values, order_names(order, source=source), fill_missing=0.0 if order == "mediapipe" else None,
+                   source=source)
+
+
+def to_order(values: np.ndarray, order: str) -> np.ndarray:
+    """(..., 52) columns in Apple order -> a named order (MediaPipe's `_neutral`, which ARKit lacks, = 0)."""
+    values = np.asarray(values)
+    if values.shape[-1] != NUM_BLENDSHAPES:
+        raise BlendshapeNameError(f"{values.shape[-1]} columns; Apple order has {NUM_BLENDSHAPES}")
+    out = np.zeros(values.shape, dtype=np.float32)
+    for i, name in enumerate(order_names(order)):
+        if name in INDEX:
+            out[..., i] = values[..., INDEX[name]]
+    return out
+
+
 def from_alphabetical(values: np.ndarray) -> np.ndarray:
     """EmoTalk-style alphabetical order -> Apple order."""
-    return reorder(values, ALPHABETICAL_NAMES)
+    return from_order(values, "alphabetical")
 
 
 def from_mediapipe(values: np.ndarray) -> np.ndarray:
     """MediaPipe FaceLandmarker order (`_neutral` first, no tongueOut) -> Apple order, tongueOut = 0."""
-    return reorder(values, MEDIAPIPE_NAMES, fill_missing=0.0)
-
-
-# --- Live Link Face CSV -------------------------------------------------------------------------------
-# Header: Timecode, BlendShapeCount, the 52 names (capitalised first letter), then head and eye angles.
-POSE_NAMES: tuple[str, ...] = (
-    "HeadYaw", "HeadPitch", "HeadRoll",
-    "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
-    "RightEyeYaw", "RightEyePitch", "RightEyeRoll",
-)
-
-
-def _llf_name(name: str) -> str:
-    return name[0].upper() + name[1:]
-
-
-LLF_BLENDSHAPE_COLUMNS = tuple(_llf_name(n) for n in ARKIT_NAMES)
-LLF_HEADER = ("Timecode", "BlendShapeCount") + LLF_BLENDSHAPE_COLUMNS + POSE_NAMES
-
-
-def frames_to_timecode(frame: int, fps: float) -> str:
-    """Live Link Face timecode `HH:MM:SS:FF.mmm` for a frame index at `fps`."""
-    seconds = frame / fps
-    whole = int(seconds)
-    hh, rem = divmod(whole, 3600)
-    mm, ss = divmod(rem, 60)
-    ff_float = (seconds - whole) * fps
-    ff = int(round(ff_float, 6))
-    sub = ff_float - ff
-    return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.{int(round(sub * 1000)) % 1000:03d}"
-
-
-def timecode_to_seconds(timecode: str, fps: float) -> float:
-    hh, mm, ss, ff = timecode.split(":")
-    return int(hh) * 3600 + int(mm) * 60 + int(ss) + float(ff) / fps
-
-
-@dataclass
-class LiveLinkTrack:
-    """A Live Link Face take: (T, 52) blendshapes in Apple order, (T, 9) head/eye angles, and its fps."""
-
-    blendshapes: np.ndarray
-    fps: float
-    pose: np.ndarray = field(default=None)  # type: ignore[assignment]
-    timecodes: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.blendshapes = np.asarray(self.blendshapes, dtype=np.float32)
-        if self.pose is None:
-            self.pose = np.zeros((len(self.blendshapes), len(POSE_NAMES)), dtype=np.float32)
-        if not self.timecodes:
-            self.timecodes = [frames_to_timecode(i, self.fps) for i in range(len(self.blendshapes))]
-
-
-def write_live_link_csv(path: str | os.PathLike, track: LiveLinkTrack) -> None:
-    """Write a Live Link Face CSV (importable by MetaHuman/Unreal and Blender add-ons), atomically."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(LLF_HEADER)
-    for tc, bs, pose in zip(track.timecodes, track.blendshapes, track.pose):
-        writer.writerow([tc, NUM_BLENDSHAPES] + [f"{v:.6f}" for v in bs] + [f"{v:.6f}" for v in pose])
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_live_link_csv(path: str | os.PathLike, fps: float = 60.0) -> LiveLinkTrack:
-    """Read a Live Link Face CSV by column name; `fps` interprets the frame field of the timecodes."""
-    path = Path(path)
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise BlendshapeNameError(f"{path}: empty CSV")
-    header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if r]
-    bs_cols = [h for h in header if h not in ("Timecode", "BlendShapeCount") and h not in POSE_NAMES]
-    names = [h[0].lower() + h[1:] for h in bs_cols]
-    col = {h: i for i, h in enumerate(header)}
-    try:
-        raw = np.array([[float(r[col[h]]) for h in bs_cols] for r in body], dtype=np.float32)
-        raw = raw.reshape(len(body), len(bs_cols))
-        pose = np.array([[float(r[col[h]]) if h in col else 0.0 for h in POSE_NAMES] for r in body],
-                        dtype=np.float32).reshape(len(body), len(POSE_NAMES))
-    except (ValueError, IndexError) as e:
-        raise BlendshapeNameError(f"{path}: malformed row ({e})") from e
-    blendshapes = reorder(raw, names, source=path)
-    timecodes = [r[col["Timecode"]] for r in body] if "Timecode" in col else []
-    return LiveLinkTrack(blendshapes=blendshapes, fps=fps, pose=pose, timecodes=timecodes)
+    return from_order(values, "mediapipe")

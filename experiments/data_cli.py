@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from datamodules.corpus import scan_corpus
+from datamodules.corpus import order_note, scan_corpus
 from datamodules.demo.build import build_demo_corpus
 from datamodules.demo.videos import render_demo_videos
 from datamodules.extraction.expression_prior import PriorError, prior_from_tracks
@@ -72,6 +72,7 @@ def cmd_scan(ns: argparse.Namespace) -> int:
     manifest.save_csv(out.with_suffix(".csv"))
     counts = {s: len(manifest.split(s)) for s in ("train", "val", "test")}
     print(f"{len(manifest)} clips {counts}, {len(manifest.skipped)} skipped -> {out}")
+    print(order_note(manifest.arkit_order, manifest.arkit_order_stated))
     return 0
 
 
@@ -149,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("corpus")
     scan.add_argument("--out", help="manifest path (default CORPUS/manifest.jsonl)")
     scan.add_argument("--fps", type=float, default=None, help="rate of .npy tracks (default: CORPUS.json or 25)")
-    scan.add_argument("--csv-fps", type=float, default=60.0, help="rate of Live Link Face CSV tracks")
+    scan.add_argument("--csv-fps", type=float, default=60.0,
+                      help="rate of Live Link Face CSV tracks whose timecodes hold no whole second to count rows in")
     scan.add_argument("--view", default="front")
     scan.add_argument("--val-speakers", type=int, default=1)
     scan.add_argument("--test-speakers", type=int, default=1)

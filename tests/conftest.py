@@ -107,3 +107,17 @@ def trained_emodiff(demo_corpus, tmp_path_factory) -> dict:
                                          optimizer=None, weights_only=True)
     return {"cfg": cfg, "metrics": metrics, "datamodule": datamodule, "model": model.eval(),
             "run_dir": out / "emodiff_demo" / "learn"}
+
+
+@pytest.fixture(scope="session")
+def tiny_emodiff_run(tiny_corpus, tmp_path_factory) -> Path:
+    """An EmoDiff run directory trained for two steps on the tiny corpus: enough for `dtl generate` to run."""
+    from experiments.train import train
+    from training_helpers import compose_train
+
+    out = tmp_path_factory.mktemp("tiny_emodiff")
+    train(compose_train(["experiment=emodiff_demo", "run_id=tiny", f"paths.output_root={out}",
+                         f"data.corpus_dir={tiny_corpus}", "data.build_demo=false", f"paths.cache_dir={out}/cache",
+                         "trainer.max_steps=2", "logger=csv", "test=false", "trainer.accelerator=cpu",
+                         "callbacks.blendshape_figure=null"]))
+    return out / "emodiff_demo" / "tiny"

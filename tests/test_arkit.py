@@ -1,4 +1,4 @@
-"""ARKit schema: order, groups, reordering by name, Live Link Face CSV round trip."""
+"""ARKit schema: Apple order, groups, reordering by name, the named index orders and their converters."""
 
 import numpy as np
 import pytest
@@ -41,38 +41,35 @@ def test_reorder_rejects_unknown_and_missing_names():
         arkit.reorder(np.zeros((1, 51)), names)
 
 
-def test_live_link_csv_round_trip_with_pose(tmp_path):
-    rng = np.random.default_rng(1)
-    track = arkit.LiveLinkTrack(blendshapes=rng.random((90, 52)), fps=60.0,
-                                pose=rng.uniform(-0.3, 0.3, (90, 9)).astype(np.float32))
-    path = tmp_path / "take.csv"
-    arkit.write_live_link_csv(path, track)
-    header = path.read_text().splitlines()[0].split(",")
-    assert header[:3] == ["Timecode", "BlendShapeCount", "EyeBlinkLeft"]
-    assert header[-9:] == list(arkit.POSE_NAMES)
-    back = arkit.read_live_link_csv(path, fps=60.0)
-    np.testing.assert_allclose(back.blendshapes, track.blendshapes, atol=1e-6)
-    np.testing.assert_allclose(back.pose, track.pose, atol=1e-6)
-    seconds = [arkit.timecode_to_seconds(tc, 60.0) for tc in back.timecodes]
-    np.testing.assert_allclose(seconds, np.arange(90) / 60.0, atol=1e-3)
+def test_live_link_order_differs_from_apple_only_in_jaw_and_mouth_sides():
+    moved = [(a, b) for a, b in zip(arkit.ARKIT_NAMES, arkit.LIVE_LINK_NAMES) if a != b]
+    assert moved == [("jawLeft", "jawRight"), ("jawRight", "jawLeft"), ("mouthLeft", "mouthRight"),
+                     ("mouthRight", "mouthLeft")]
 
 
-def test_live_link_csv_columns_in_any_order(tmp_path):
-    """A CSV whose blendshape columns are shuffled (other exporters) still reads by name."""
-    rng = np.random.default_rng(2)
-    values = rng.random((4, 52)).astype(np.float32)
-    order = rng.permutation(52)
-    cols = [arkit.LLF_BLENDSHAPE_COLUMNS[i] for i in order]
-    lines = [",".join(["Timecode", "BlendShapeCount"] + cols)]
-    lines += [",".join([arkit.frames_to_timecode(t, 30), "52"] + [f"{v:.6f}" for v in values[t, order]])
-              for t in range(4)]
-    path = tmp_path / "shuffled.csv"
-    path.write_text("\n".join(lines) + "\n")
-    np.testing.assert_allclose(arkit.read_live_link_csv(path, fps=30).blendshapes, values, atol=1e-6)
+@pytest.mark.parametrize("order", list(arkit.ORDERS))
+def test_converters_between_orders_are_inverse_and_go_by_name(order):
+    rng = np.random.default_rng(3)
+    apple = rng.random((6, 52)).astype(np.float32)
+    if order == "mediapipe":
+        apple[:, arkit.INDEX["tongueOut"]] = 0.0  # MediaPipe has no tongueOut
+    converted = arkit.to_order(apple, order)
+    names = arkit.ORDERS[order]
+    for column, name in enumerate(names):  # each column holds the shape its order names there
+        expected = apple[:, arkit.INDEX[name]] if name in arkit.INDEX else np.zeros(6)
+        np.testing.assert_array_equal(converted[:, column], expected)
+    np.testing.assert_array_equal(arkit.from_order(converted, order), apple)
 
 
-def test_malformed_csv_names_the_file(tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text("Timecode,BlendShapeCount," + ",".join(arkit.LLF_BLENDSHAPE_COLUMNS) + "\n00:00:00:00.000,52,abc\n")
-    with pytest.raises(arkit.BlendshapeNameError, match="bad.csv"):
-        arkit.read_live_link_csv(path)
+def test_jaw_left_stays_jaw_left_through_the_live_link_order():
+    apple = np.zeros((1, 52), np.float32)
+    apple[0, arkit.INDEX["jawLeft"]] = 1.0
+    live_link = arkit.to_order(apple, "livelink")
+    assert arkit.LIVE_LINK_NAMES[int(np.argmax(live_link))] == "jawLeft"
+    assert int(np.argmax(live_link)) == arkit.INDEX["jawRight"]  # by index it is Apple's jawRight: never mix them
+    assert int(np.argmax(arkit.from_order(live_link, "livelink"))) == arkit.INDEX["jawLeft"]
+
+
+def test_unknown_order_is_named():
+    with pytest.raises(arkit.BlendshapeNameError, match="CORPUS.json: unknown ARKit index order 'arkit'"):
+        arkit.from_order(np.zeros((1, 52)), "arkit", source="CORPUS.json")

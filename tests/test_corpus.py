@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dtl_foundation import arkit
+from dtl_foundation import arkit, arkit_live_link
 from datamodules.corpus import scan_corpus, split_by_speakers
 from datamodules.tracks import CorpusError, load_track
 from datamodules.manifest import Manifest
@@ -41,7 +41,7 @@ def write_npy(path: Path, track: np.ndarray) -> Path:
 
 def write_csv(path: Path, track: np.ndarray, fps: float = 60.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arkit.write_live_link_csv(path, arkit.LiveLinkTrack(blendshapes=track, fps=fps))
+    arkit_live_link.write_live_link_csv(path, arkit_live_link.LiveLinkTrack(blendshapes=track, fps=fps))
     return path
 
 

@@ -84,7 +84,7 @@ def test_sixty_seconds_without_seams(trained):
 
 @pytest.mark.slow
 def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_path, capsys):
-    from dtl_foundation.arkit import read_live_link_csv
+    from dtl_foundation.arkit_live_link import read_live_link_csv
     from experiments.generate.command import main as generate
 
     clip = trained["datamodule"].datasets["test"].clips[0]

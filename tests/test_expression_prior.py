@@ -16,7 +16,7 @@ from datamodules.extraction.expression_prior import (ExpressionPrior, MomentSums
 
 
 def _write_track(root: Path, speaker: str, sentence: str, track: np.ndarray, csv: bool = False) -> Path:
-    from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+    from dtl_foundation.arkit_live_link import LiveLinkTrack, write_live_link_csv
 
     path = root / speaker / "arkit" / "neutral" / "level_1" / f"{sentence}{'.csv' if csv else '.npy'}"
     path.parent.mkdir(parents=True, exist_ok=True)

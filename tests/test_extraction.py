@@ -382,3 +382,19 @@ def test_quality_measures_and_thresholds():
     assert limits.failures(calm) == ["face_share 0.8000 < 0.9"]
     assert {r.split()[0] for r in limits.failures(noisy)} == {"residual", "face_share", "coeff_jitter"}
     assert calm.as_dict()["landmark_jitter"] is None  # no landmarks: not measured, not failed
+
+
+def test_corpus_json_and_csv_rate_are_checked_before_any_clip(tmp_path):
+    import json
+
+    corpus = tmp_path / "corpus"
+    video = corpus / "M001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"x")
+    with pytest.raises(ExtractError, match="--csv: no timecode for 12.5 fps"):
+        run_extraction(ExtractOptions(corpus=corpus, out=tmp_path / "a", fps=12.5, csv=True, progress=False))
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "CORPUS.json").write_text(json.dumps({"arkit_order": "livelink"}))
+    with pytest.raises(ExtractError, match="CORPUS.json says the .npy tracks are in 'livelink' order"):
+        run_extraction(ExtractOptions(corpus=corpus, out=out, progress=False))

@@ -40,7 +40,7 @@ def runs(tiny_corpus, talking_corpus, tmp_path_factory, one_thread):  # noqa: F8
 
 @pytest.mark.slow
 def test_portrait_and_speech_become_an_mp4_in_sync(runs, astronaut_png, tmp_path, capsys):
-    from dtl_foundation.arkit import read_live_link_csv
+    from dtl_foundation.arkit_live_link import read_live_link_csv
     from dtl_foundation.media.audio import audio_duration
     from experiments.generate.command import main
     from dtl_foundation.media.video_write import check_video, probe_video
@@ -205,3 +205,24 @@ def test_eval_from_a_checkpoint_needs_a_split_with_videos(runs, tmp_path, capsys
         assert main([str(tmp_path / "g"), "--checkpoint", str(runs["emodiff"])] + renderer) == 1
         err = capsys.readouterr().err
         assert "no test clip has a reference video" in err and "dtl data videos" in err
+
+
+@pytest.mark.slow
+def test_batch_videos_keep_one_name_per_input_and_skip_finished_ones(runs, astronaut_png, tmp_path, capsys):
+    from experiments.generate.command import main
+    from talking_video import speak
+
+    first, second = tmp_path / "a" / "talk.wav", tmp_path / "b" / "talk.wav"
+    for path, text in ((first, "One."), (second, "Two.")):
+        path.parent.mkdir()
+        speak(text, path)
+    out = tmp_path / "out"
+    args = ["video", "--portrait", str(astronaut_png), "--audio", str(first), str(second), "--emotion", "sad",
+            "--level", "1", "--checkpoint", str(runs["emodiff"]), "--steps", "2", "--out", str(out)]
+    assert main(args) == 0
+    videos = {name: out / f"{name}_sad_level_1.mp4" for name in ("a-talk", "b-talk")}
+    assert all(v.exists() for v in videos.values()) and not (out / "talk_sad_level_1.mp4").exists()
+    before = {name: v.stat().st_mtime_ns for name, v in videos.items()}
+    assert main(args + ["--skip-existing"]) == 0
+    assert "already there (--skip-existing)" in capsys.readouterr().out
+    assert {name: v.stat().st_mtime_ns for name, v in videos.items()} == before

@@ -17,7 +17,7 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
+from dtl_foundation.arkit import INDEX, NPY_ORDER, NUM_BLENDSHAPES
 from datamodules.demo.expressions import blinks, expression_offset, micro_noise, prosody, slow_drift
 from datamodules.demo.speech import require_espeak, synthesize
 from datamodules.demo.visemes import mouth_track
@@ -153,7 +153,7 @@ def make_clip(job: ClipJob) -> str:
 
 def corpus_settings(speakers: int, sentences: int, seed: int, fps: float, sample_rate: int) -> dict:
     ids = speaker_ids(speakers)
-    return {"synthetic": True, "description": DESCRIPTION, "generator": GENERATOR, "fps": fps,
+    return {"synthetic": True, "description": DESCRIPTION, "generator": GENERATOR, "fps": fps, "arkit_order": NPY_ORDER,
             "sample_rate": sample_rate, "seed": seed, "emotions": list(EMOTIONS),
             "sentences": sentence_texts(sentences),
             "speakers": {s: asdict(speaker_voice(s, seed)) for s in ids}}
@@ -168,6 +168,7 @@ def build_demo_corpus(root: str | os.PathLike, *, speakers: int = 6, sentences: 
     info_path = root / CORPUS_INFO_FILE
     if info_path.exists() and not overwrite:
         existing = json.loads(info_path.read_text())
+        existing.setdefault("arkit_order", NPY_ORDER)  # built before CORPUS.json stated it: the same Apple order
         if existing != settings:
             raise ValueError(f"{info_path}: a demo corpus with other settings is already here; "
                              "choose another root or pass overwrite=True")

@@ -85,7 +85,7 @@ def render_demo_videos(corpus_root: str | os.PathLike, *, size: int = 256, view:
                 out, pose_file = key.video_path(root, view), key.head_pose_path(root)
                 if out.exists() and not overwrite and check_video(out, record.audio_path, record.fps) is None:
                     if not pose_file.exists():  # rendered before the poses were written beside the videos
-                        track, fps = load_track(record.track_path, npy_fps=record.fps)
+                        track, fps = load_track(record.track_path, npy_fps=record.fps, npy_order=manifest.arkit_order)
                         atomic_save_npy(pose_file, clip_head_motion(record.clip_id, len(track), fps, seed,
                                                                     head_motion_degrees))
                     report["skipped_valid"] += 1
@@ -95,7 +95,7 @@ def render_demo_videos(corpus_root: str | os.PathLike, *, size: int = 256, view:
                     rig = default_rig(speaker_face_params(speaker, seed), cache_dir=cache_dir)
                     renderer = FaceRenderer(rig, size, supersample=supersample, context=context)
                 try:
-                    track, fps = load_track(record.track_path, npy_fps=record.fps)
+                    track, fps = load_track(record.track_path, npy_fps=record.fps, npy_order=manifest.arkit_order)
                     poses = clip_head_motion(record.clip_id, len(track), fps, seed, head_motion_degrees)
                     write_video(out, renderer.iter_render(track, poses), fps, record.audio_path, crf=crf)
                     atomic_save_npy(pose_file, poses.astype(np.float32))

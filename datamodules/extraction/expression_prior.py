@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datamodules.manifest import Manifest
-from datamodules.tracks import CorpusError, check_track_values, load_track
+from datamodules.tracks import CorpusError, check_track_values, corpus_npy_order, load_track, read_corpus_info
 from dtl_foundation.arkit import ARKIT_NAMES, NUM_BLENDSHAPES
 from dtl_foundation.atomic_files import atomic_save_npz
 from dtl_foundation.mead import TRACK_EXTENSIONS
@@ -191,16 +191,28 @@ def track_files(source: str | os.PathLike, speakers: Iterable[str] | None = None
     return found
 
 
+def npy_order_of(source: str | os.PathLike) -> str:
+    """The column order of the `.npy` tracks of a corpus folder (its CORPUS.json) or of a manifest."""
+    source = Path(source)
+    if source.is_file():
+        return Manifest.load(source).arkit_order
+    try:
+        return corpus_npy_order(source, read_corpus_info(source))[0]
+    except CorpusError as e:
+        raise PriorError(str(e)) from None
+
+
 def prior_from_tracks(source: str | os.PathLike, speakers: Iterable[str] | None = None, *, min_std: float = MIN_STD,
                       progress: bool = True) -> ExpressionPrior:
     """Learn a prior from every track of a corpus or manifest, optionally only those of `speakers`; values
     within the scanner's margin outside [0, 1] are clipped to it."""
     files = track_files(source, speakers)
+    order = npy_order_of(source)
 
     def tracks():
         for _, path in tqdm(files, desc="expression prior", unit="track", disable=not progress):
             try:
-                track, _ = load_track(path)  # the rate does not matter: frames are pooled
+                track, _ = load_track(path, npy_order=order)  # the rate does not matter: frames are pooled
                 check_track_values(track, path, margin=0.5)
             except CorpusError as e:
                 raise PriorError(str(e)) from None

@@ -47,7 +47,8 @@ from datamodules.extraction.landmark_fit import FitError, fit_landmarks, fit_spe
 from datamodules.extraction.mediapipe_backend import MediaPipeBackend, MediaPipeUnavailableError
 from datamodules.extraction.quality import ClipQuality, clip_quality
 from datamodules.tracks import DEFAULT_FPS, read_corpus_info
-from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.arkit import NPY_ORDER
+from dtl_foundation.arkit_live_link import LiveLinkTrack, timecode_rate, write_live_link_csv
 from dtl_foundation.atomic_files import atomic_save_npy, atomic_save_npz, atomic_write_text
 from dtl_foundation.mead import CORPUS_INFO_FILE
 from dtl_foundation.media.video_read import VideoReadError, read_frames
@@ -236,13 +237,25 @@ def remove_stale_temporaries(options: ExtractOptions) -> int:
 
 
 def _check_fps_info(options: ExtractOptions) -> None:
-    """The output root's CORPUS.json must not give the .npy tracks another rate; one is written if needed."""
+    """The output root's CORPUS.json must not give the .npy tracks another rate or column order (it states the order);
+    Live Link CSVs need a rate with a timecode."""
+    if options.csv:
+        try:
+            timecode_rate(options.fps)
+        except ValueError as e:
+            raise ExtractError(f"--csv: {e}") from None
     info = read_corpus_info(options.out)
     if "fps" in info and float(info["fps"]) != options.fps:
         raise ExtractError(f"{options.out / CORPUS_INFO_FILE} says the tracks are at {info['fps']} fps but "
                            f"--fps is {options.fps:g}; extract at {info['fps']} or into another --out")
+    if info.get("arkit_order", NPY_ORDER) != NPY_ORDER:
+        raise ExtractError(f"{options.out / CORPUS_INFO_FILE} says the .npy tracks are in {info['arkit_order']!r} "
+                           f"order but extraction writes {NPY_ORDER!r} order; extract into another --out")
+    stated = {**info, "arkit_order": NPY_ORDER}
     if "fps" not in info and options.fps != DEFAULT_FPS:
-        atomic_write_text(options.out / CORPUS_INFO_FILE, json.dumps({**info, "fps": options.fps}, indent=2))
+        stated["fps"] = options.fps
+    if stated != info:
+        atomic_write_text(options.out / CORPUS_INFO_FILE, json.dumps(stated, indent=2))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.corpus import load_track
+from datamodules.tracks import corpus_npy_order, load_track, read_corpus_info
 from datamodules.features import FeatureConfig, compute_features, frame_loudness_db
 from dtl_foundation.arkit import indices
 from dtl_foundation.mead import EMOTIONS
@@ -29,10 +29,11 @@ def speaker_clips(corpus: Path, sentence: str) -> tuple[torch.Tensor, torch.Tens
     (level 1 for neutral) of one sentence, cut to the shortest."""
     speaker = sorted(p for p in Path(corpus).iterdir() if (p / "arkit").is_dir())[0]
     cfg = FeatureConfig()
+    order, _ = corpus_npy_order(corpus, read_corpus_info(corpus))
     tracks, loudness = [], []
     for emotion in EMOTIONS:
         level = "level_1" if emotion == "neutral" else LEVEL
-        track, fps = load_track(speaker / "arkit" / emotion / level / f"{sentence}.npy")
+        track, fps = load_track(speaker / "arkit" / emotion / level / f"{sentence}.npy", npy_order=order)
         wave = load_audio(speaker / "audio" / emotion / level / f"{sentence}.wav")
         tracks.append(track)
         loudness.append(frame_loudness_db(compute_features(wave, fps, cfg, num_frames=len(track)), cfg))

@@ -15,10 +15,11 @@ from tqdm import tqdm
 from datamodules.blendshape_datamodule import resample_track
 from datamodules.features import compute_features
 from datamodules.tracks import load_track
-from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.arkit_live_link import FRAME_RATES, LiveLinkTrack, write_live_link_csv
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from dtl_foundation.mead import EMOTION_INDEX
+from experiments.generate.take_files import input_stems, take_finished
 from lightning_modules.emotion_requests import (EmotionMix, mix_vector, parse_emotion, read_emotion_schedule,
                                                 schedule_vectors)
 from lightning_modules.networks.emodiff_generator import STYLE_SOURCES
@@ -119,8 +120,13 @@ def request_metadata(trained: TrainedModel, ns: argparse.Namespace, audio_path: 
             "steps": ns.steps if ns.steps is not None else trained.model.generator.sample_steps, "seed": ns.seed}
 
 
+def metadata_path(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".json")
+
+
 def write_metadata(csv_path: Path, metadata: dict) -> Path:
-    path = csv_path.with_suffix(".json")
+    """Written after the take's other files: its presence marks the take finished (take_finished)."""
+    path = metadata_path(csv_path)
     atomic_write_text(path, json.dumps(metadata, indent=1) + "\n")
     return path
 
@@ -135,8 +141,9 @@ def emotion_argument(text: str) -> str:
 
 def add_emotion_arguments(parser: argparse.ArgumentParser) -> None:
     """--emotion, --level, --intensity, --emotion-schedule, --style, --style-from: shared by blendshapes and video."""
-    parser.add_argument("--emotion", type=emotion_argument,
-                        help="an emotion, or a mixture such as happy:0.6,surprised:0.4 (or --emotion-schedule)")
+    parser.add_argument("--emotion", type=emotion_argument, nargs="+",
+                        help="an emotion, or a mixture such as happy:0.6,surprised:0.4 (or --emotion-schedule); "
+                             "several (happy sad surprised) give a take each, the models loaded once")
     parser.add_argument("--level", type=int, default=3, help="intensity level 1-3 (neutral has 1 only)")
     parser.add_argument("--intensity", type=float, default=None,
                         help="continuous intensity 0 (neutral) .. 1 (top level), instead of --level")
@@ -145,6 +152,16 @@ def add_emotion_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style-from", choices=STYLE_SOURCES, default=None,
                         help=f"the style term: the checkpoint's style bank, none (label), or --style's clip "
                              f"(default: clip when --style is given, else {DEFAULT_STYLE_FROM})")
+
+
+def emotion_takes(ns: argparse.Namespace) -> list[argparse.Namespace]:
+    """One request per emotion of `--emotion happy sad ...` (each with that one emotion); ValueError if one is asked
+    twice (both takes would have one name)."""
+    emotions = ns.emotion if isinstance(ns.emotion, list) else [ns.emotion]
+    repeated = sorted({e for e in emotions if emotions.count(e) > 1})
+    if repeated:
+        raise ValueError(f"--emotion asks for {', '.join(repeated)} more than once")
+    return [argparse.Namespace(**{**vars(ns), "emotion": emotion}) for emotion in emotions]
 
 
 def take_name(ns: argparse.Namespace) -> str:
@@ -156,30 +173,40 @@ def take_name(ns: argparse.Namespace) -> str:
 
 
 def cmd_blendshapes(ns: argparse.Namespace) -> int:
-    trained = load_trained_model(ns.checkpoint, ns.device)
-    refiner = load_trained_model(ns.refiner, ns.device) if ns.refiner else None
     audio_files = [Path(a) for a in ns.audio]
     if ns.audio_list:
         audio_files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
+    try:
+        stems = input_stems(audio_files)
+        takes = emotion_takes(ns)
+    except ValueError as e:
+        print(f"dtl generate: {e}", file=sys.stderr)
+        return 2
+    trained = load_trained_model(ns.checkpoint, ns.device)
+    refiner = load_trained_model(ns.refiner, ns.device) if ns.refiner else None
     out_dir = Path(ns.out)
     failures = 0
-    for audio_path in tqdm(audio_files, desc="generating", unit="file", disable=len(audio_files) < 2):
+    jobs = [(audio_path, stem, take) for audio_path, stem in zip(audio_files, stems) for take in takes]
+    for audio_path, stem, take in tqdm(jobs, desc="generating", unit="take", disable=len(jobs) < 2):
+        out = out_dir / f"{stem}_{take_name(take)}.csv"
         try:
-            track = generate_blendshapes(trained, audio_path, ns.emotion, ns.level,
-                                         style_path=Path(ns.style) if ns.style else None, steps=ns.steps,
-                                         guidance=ns.guidance, seed=ns.seed, refiner=refiner,
-                                         style_from=ns.style_from, intensity=ns.intensity,
-                                         schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
+            if take.skip_existing and take_finished(metadata_path(out), request_metadata(trained, take, audio_path)):
+                print(f"{audio_path}: {out} is already there (--skip-existing)")
+                continue
+            track = generate_blendshapes(trained, audio_path, take.emotion, take.level,
+                                         style_path=Path(take.style) if take.style else None, steps=take.steps,
+                                         guidance=take.guidance, seed=take.seed, refiner=refiner,
+                                         style_from=take.style_from, intensity=take.intensity,
+                                         schedule_path=Path(take.emotion_schedule) if take.emotion_schedule else None)
         except (ValueError, FileNotFoundError) as e:  # bad input for this file: report, go on with the others
             print(f"dtl generate: {e}", file=sys.stderr)
             failures += 1
             continue
-        if ns.fps != trained.fps:
-            track = resample_track(track, trained.fps, ns.fps)
-        out = out_dir / f"{audio_path.stem}_{take_name(ns)}.csv"
-        write_live_link_csv(out, LiveLinkTrack(blendshapes=track, fps=ns.fps))
-        write_metadata(out, request_metadata(trained, ns, audio_path))
-        print(f"{audio_path} -> {out} ({len(track)} frames at {ns.fps:g} fps)")
+        if take.fps != trained.fps:
+            track = resample_track(track, trained.fps, take.fps)
+        write_live_link_csv(out, LiveLinkTrack(blendshapes=track, fps=take.fps))
+        write_metadata(out, request_metadata(trained, take, audio_path))
+        print(f"{audio_path} -> {out} ({len(track)} frames at {take.fps:g} fps)")
     return 1 if failures else 0
 
 
@@ -190,10 +217,17 @@ def add_parser(sub) -> None:
     bs.add_argument("--audio", nargs="*", default=[], help="audio files (wav, flac, m4a, mp3)")
     bs.add_argument("--audio-list", help="a text file with one audio path a line")
     add_emotion_arguments(bs)
-    bs.add_argument("--fps", type=float, default=30.0, choices=[25.0, 30.0, 60.0])
+    bs.add_argument("--fps", type=float, default=30.0, choices=FRAME_RATES,
+                    help="frame rate of the CSV and its timecodes (default 30)")
     bs.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
     bs.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     bs.add_argument("--seed", type=int, default=0)
     bs.add_argument("--device", default="cpu")
     bs.add_argument("--out", default="generated")
+    add_skip_existing_argument(bs)
     bs.set_defaults(func=cmd_blendshapes)
+
+
+def add_skip_existing_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave takes an earlier run of the same request finished (their JSON is there) alone")

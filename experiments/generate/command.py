@@ -13,8 +13,11 @@ def main(argv: list[str]) -> int:
     blendshapes.add_parser(sub)
     video.add_parser(sub)
     ns = parser.parse_args(argv)
-    if ns.emotion is None and ns.emotion_schedule is None:
-        parser.error("give --emotion EMOTION (or a mixture such as happy:0.6,surprised:0.4) or --emotion-schedule FILE")
+    if not ns.emotion and ns.emotion_schedule is None:
+        parser.error("give --emotion EMOTION [EMOTION ...] (or a mixture such as happy:0.6,surprised:0.4) or "
+                     "--emotion-schedule FILE")
+    if ns.emotion and ns.emotion_schedule is not None:
+        parser.error("give --emotion or --emotion-schedule, not both")
     if not ns.audio and not ns.audio_list and not getattr(ns, "audio_dir", None):
         parser.error("give --audio FILE [FILE ...], --audio-list LIST" + (" or --audio-dir DIR" if ns.what == "video"
                                                                            else ""))

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from datamodules.talking_video_datamodule import crop_video_frames
-from dtl_foundation.arkit import LiveLinkTrack, write_live_link_csv
+from dtl_foundation.arkit_live_link import LiveLinkTrack, write_live_link_csv
 from dtl_foundation.media.audio import AudioError
 from dtl_foundation.media.portrait import (
     CropBox,
@@ -33,11 +33,15 @@ from dtl_foundation.media.portrait import (
 from dtl_foundation.media.video_write import VideoError, write_video
 from experiments.generate.blendshapes import (
     add_emotion_arguments,
+    add_skip_existing_argument,
+    emotion_takes,
     generate_blendshapes,
+    metadata_path,
     request_metadata,
     take_name,
     write_metadata,
 )
+from experiments.generate.take_files import input_stems, take_finished
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 from rendering.default_rig import default_rig
@@ -171,18 +175,30 @@ def cmd_video(ns: argparse.Namespace) -> int:
         return 2
     files = audio_inputs(ns)
     out_dir = Path(ns.out)
+    try:
+        stems = input_stems(files)
+        takes = emotion_takes(ns)
+    except ValueError as e:
+        print(f"dtl generate video: {e}", file=sys.stderr)
+        return 2
     failures = 0
-    for audio_path in tqdm(files, desc="generating", unit="file", disable=len(files) < 2):
+    jobs = [(audio_path, stem, take) for audio_path, stem in zip(files, stems) for take in takes]
+    for audio_path, stem, take in tqdm(jobs, desc="generating", unit="take", disable=len(jobs) < 2):
+        stem = f"{stem}_{take_name(take)}"
+        request = request_metadata(trained, take, audio_path) | {"renderer": str(take.renderer),
+                                                                 "motion_reference": take.motion_reference}
         try:
-            result = generate_video(trained, renderer, portrait, audio_path, ns.emotion, ns.level, out_dir,
-                                    refiner=refiner, style_path=Path(ns.style) if ns.style else None,
-                                    steps=ns.steps, guidance=ns.guidance, seed=ns.seed,
-                                    adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size,
-                                    stem=f"{audio_path.stem}_{take_name(ns)}", style_from=ns.style_from,
-                                    intensity=ns.intensity, motion_reference=ns.motion_reference,
-                                    schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
-            write_metadata(result["paths"]["arkit"], request_metadata(trained, ns, audio_path)
-                           | {"renderer": str(ns.renderer), "motion_reference": ns.motion_reference})
+            if take.skip_existing and take_finished(metadata_path(out_dir / f"{stem}_arkit.csv"), request):
+                print(f"{audio_path}: {out_dir / stem}.mp4 is already there (--skip-existing)")
+                continue
+            result = generate_video(trained, renderer, portrait, audio_path, take.emotion, take.level, out_dir,
+                                    refiner=refiner, style_path=Path(take.style) if take.style else None,
+                                    steps=take.steps, guidance=take.guidance, seed=take.seed,
+                                    adapt_scale=not take.no_adapt_scale, batch_size=take.batch_size,
+                                    stem=stem, style_from=take.style_from,
+                                    intensity=take.intensity, motion_reference=take.motion_reference,
+                                    schedule_path=Path(take.emotion_schedule) if take.emotion_schedule else None)
+            write_metadata(result["paths"]["arkit"], request)
         except (AudioError, VideoError, PortraitError, ValueError, FileNotFoundError) as e:  # this file: report, go on
             print(f"dtl generate video: {e}", file=sys.stderr)
             failures += 1
@@ -219,4 +235,5 @@ def add_parser(sub) -> None:
     video.add_argument("--batch-size", type=int, default=8, help="frames per motion-transfer batch")
     video.add_argument("--device", default="cpu")
     video.add_argument("--out", default="generated")
+    add_skip_existing_argument(video)
     video.set_defaults(func=cmd_video, needs_audio=True)
