@@ -33,6 +33,7 @@ from dtl_foundation.media.portrait import (
 from dtl_foundation.media.video_write import VideoError, write_video
 from experiments.generate.blendshapes import (
     add_emotion_arguments,
+    add_sampling_arguments,
     generate_blendshapes,
     request_metadata,
     take_name,
@@ -89,7 +90,7 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
                    stem: str | None = None, side_dir: Path | None = None, **emotion_request) -> dict:
     """Write <stem>.mp4 under out_dir and <stem>{_avatar.mp4,_arkit.csv,_strip.png} (the strip: 6 frames,
     face-cropped) under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
-    their paths and timings. `emotion_request`: the style_from, intensity and schedule_path options of
+    their paths and timings. `emotion_request`: the style_from, intensity, schedule_path and sampler options of
     generate_blendshapes."""
     timings = {}
     start = time.perf_counter()
@@ -168,7 +169,7 @@ def cmd_video(ns: argparse.Namespace) -> int:
                                     steps=ns.steps, guidance=ns.guidance, seed=ns.seed,
                                     adapt_scale=not ns.no_adapt_scale, batch_size=ns.batch_size,
                                     stem=f"{audio_path.stem}_{take_name(ns)}", style_from=ns.style_from,
-                                    intensity=ns.intensity,
+                                    intensity=ns.intensity, sampler=ns.sampler,
                                     schedule_path=Path(ns.emotion_schedule) if ns.emotion_schedule else None)
             write_metadata(result["paths"]["arkit"], request_metadata(trained, ns, audio_path))
         except (AudioError, VideoError, PortraitError, ValueError, FileNotFoundError) as e:  # this file: report, go on
@@ -197,9 +198,7 @@ def add_parser(sub) -> None:
                             "checkpoint")
     video.add_argument("--face-index", type=int, default=None,
                        help="which face of a portrait with several: 0 = the largest (default), 1 the next, ...")
-    video.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
-    video.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    video.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(video)
     video.add_argument("--no-adapt-scale", action="store_true", help="no hull-area rescaling of the avatar's motion")
     video.add_argument("--batch-size", type=int, default=8, help="frames per motion-transfer batch")
     video.add_argument("--device", default="cpu")
