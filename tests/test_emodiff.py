@@ -99,7 +99,7 @@ def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_pat
                             "--sampler", "heun"]) == 0
     take = read_live_link_csv(tmp_path / f"{wav.stem}_happy_level_3.csv", fps=30)
     metadata = lambda folder: json.loads((folder / f"{wav.stem}_happy_level_3.json").read_text())
-    assert metadata(tmp_path)["sampler"] == trained["module"].generator.sampler
+    assert metadata(tmp_path)["sampler"] == trained["model"].generator.sampler
     assert metadata(tmp_path / "styled")["sampler"] == "heun" and metadata(tmp_path / "styled")["steps"] == 10
     duration = len(clip.blendshapes) / 25.0
     assert abs(len(take.blendshapes) - duration * 30) <= 1
