@@ -56,14 +56,30 @@ def sampler_spec(text: str) -> tuple[str, int]:
     return name, int(steps)
 
 
+def time_training(model, batch: dict[str, torch.Tensor], steps: int, device: str) -> float:
+    """Training windows per second over `steps` optimiser steps, after 3 warm-up steps."""
+    optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=1e-4)
+    model.train()
+    for step in range(steps + 3):
+        if step == 3:
+            sync(device)
+            start = time.perf_counter()
+        loss = model.diffusion_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    sync(device)
+    return steps * batch["audio"].shape[0] / (time.perf_counter() - start)
+
+
 def time_sampling(model, batch: dict[str, torch.Tensor], sampler: str, steps: int, repeats: int,
-                  device: str) -> list[float]:
+                  device: str, bf16: bool = False) -> list[float]:
     """Wall seconds of `repeats` generate calls (guidance on, the model's scale), each from the same seed."""
     walls = []
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=bf16):
             model.generate(batch, steps=steps, sampler=sampler,
                            generator=torch.Generator(device=device).manual_seed(0))
         sync(device)
@@ -81,6 +97,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
     parser.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported")
     parser.add_argument("--ddpm-repeats", type=int, default=1, help="runs of the full DDPM chain (slow)")
+    parser.add_argument("--bf16", action="store_true", help="sample under bfloat16 autocast")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads (default: torch's, i.e. OMP_NUM_THREADS when set)")
     args = parser.parse_args()
@@ -92,35 +109,28 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"machine: {platform.machine()} {os.cpu_count()} cores (load {load:.1f}), device {device}"
           f"{' ' + torch.cuda.get_device_name() if device.startswith('cuda') else ''}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; denoiser {params / 1e6:.2f} M parameters")
+          f"threads {torch.get_num_threads()}{', bf16 autocast' if args.bf16 else ''}; "
+          f"denoiser {params / 1e6:.2f} M parameters")
     audio_dim = cfg.model.denoiser.audio_dim
     window, style_frames, batch_size = cfg.data.window, cfg.data.style_frames, cfg.data.batch_size
 
-    optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=1e-4)
-    batch = random_batch(batch_size, window, audio_dim, style_frames, device)
-    model.train()
-    for step in range(args.train_steps + 3):
-        if step == 3:
-            sync(device)
-            start = time.perf_counter()
-        loss = model.diffusion_loss(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    sync(device)
-    train_rate = args.train_steps * batch_size / (time.perf_counter() - start)
-    print(f"training: {train_rate:.0f} windows/s ({window} frames, batch {batch_size})")
+    if args.train_steps > 0:
+        train_rate = time_training(model, random_batch(batch_size, window, audio_dim, style_frames, device),
+                                   args.train_steps, device)
+        print(f"training: {train_rate:.0f} windows/s ({window} frames, batch {batch_size})")
 
     model.eval()
     frames = int(args.seconds * cfg.data.fps)
     diffusion_steps = model.generator.noise_schedule().num_steps
-    time_sampling(model, random_batch(1, frames, audio_dim, style_frames, device), "ddim", 5, 1, device)  # warm-up
+    time_sampling(model, random_batch(1, frames, audio_dim, style_frames, device), "ddim", 5, 1, device,
+                  args.bf16)  # warm-up
     runs = [(name, steps, b, args.repeats) for b in args.batches for name, steps in args.samplers]
-    runs.append(("ddpm", 0, 1, args.ddpm_repeats))
+    if args.ddpm_repeats > 0:
+        runs.append(("ddpm", 0, 1, args.ddpm_repeats))
     reference: dict[int, float] = {}
     for name, steps, b, repeats in runs:
         batch = random_batch(b, frames, audio_dim, style_frames, device)
-        walls = time_sampling(model, batch, name, steps, repeats, device)
+        walls = time_sampling(model, batch, name, steps, repeats, device, args.bf16)
         wall = statistics.median(walls)
         rate = args.seconds * b / wall
         if (name, steps) == ("ddim", 50):
