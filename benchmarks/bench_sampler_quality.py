@@ -4,10 +4,11 @@ Windows of the validation and test speakers (both unseen in training), each gene
 the same seeds for every sampler) with the label, level, style clip and first frame of the window, guidance at
 the model's scale. Per sampler: mouth error, audio-mouth sync, upper-face dynamics deviation (draw 0), the
 blendshape judge's emotion accuracy (draw 0), sample diversity (draw 0 vs 1), and the Fréchet distance of
-per-window statistics (the mean and std over frames of each coefficient) from draw 1 to DDIM-50's draw 0, so
-DDIM-50's own row is its seed-to-seed floor; also the same distance to the real windows. A sampler passes when
-every metric is within --tolerance of DDIM-50's (the Fréchet distance: of DDIM-50's floor); the default is
-the passing sampler with the fewest network calls.
+per-window statistics (the mean and std over frames of each coefficient) from draw 1 to DDIM-50's draw 0;
+DDIM-50's own row holds its seed-to-seed floor, the largest distance between its draws of seeds 0, 1 and 2
+(estimation noise alone); also the same distance to the real windows. A sampler passes when every metric is
+within --tolerance of DDIM-50's (the Fréchet distance: of that floor); the default is the passing sampler
+with the fewest network calls.
 
   .venv/bin/python benchmarks/bench_sampler_quality.py --checkpoint outputs/emodiff_demo/demo \
       --judge outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt [--windows 192] [--out FILE.json]
@@ -74,7 +75,7 @@ def sample(generator, batches, sampler: str, steps: int, seed: int) -> list[torc
 
 
 def score(draws: list[list[torch.Tensor]], batches, judge, reference: np.ndarray | None,
-          real: np.ndarray) -> dict[str, float]:
+          real: np.ndarray) -> tuple[dict[str, float], list[np.ndarray]]:
     mouth, sync, upper, emotion, diversity = (MouthError(), AudioMouthSync(), UpperFaceDynamicsDeviation(),
                                               EmotionAccuracy(judge), SampleDiversity())
     for first, second, batch in zip(*draws, batches):
@@ -88,7 +89,7 @@ def score(draws: list[list[torch.Tensor]], batches, judge, reference: np.ndarray
             "upper_face_dd": float(upper.compute()), "emotion_accuracy": float(emotion.compute()["accuracy"]),
             "diversity": float(diversity.compute()),
             "frechet_to_ddim50": frechet(stats[1], stats[0] if reference is None else reference),
-            "frechet_to_data": frechet(stats[0], real)}, stats[0]
+            "frechet_to_data": frechet(stats[0], real)}, stats
 
 
 def passes(row: dict[str, float], reference: dict[str, float], tolerance: float) -> list[str]:
@@ -131,7 +132,12 @@ def main() -> None:
         start = time.perf_counter()
         draws = [sample(generator, batches, name, steps, seed) for seed in (0, 1)]
         row, stats = score(draws, batches, judge, reference_stats, real)
-        reference_stats = stats if reference_stats is None else reference_stats
+        if reference_stats is None:  # DDIM-50: the floor over three draws
+            third = np.concatenate([window_statistics(t, b["mask"]) for t, b in
+                                    zip(sample(generator, batches, name, steps, 2), batches)])
+            row["frechet_to_ddim50"] = max(row["frechet_to_ddim50"], frechet(third, stats[0]),
+                                           frechet(third, stats[1]))
+            reference_stats = stats[0]
         key = f"{name}:{steps}"
         row["network_calls"] = network_calls(name, steps, diffusion_steps)
         row["failed"] = passes(row, rows["ddim:50"], ns.tolerance) if rows else []

@@ -37,8 +37,9 @@ def test_karras_timesteps_are_distinct_dense_at_low_noise_and_capped() -> None:
     t = karras_timesteps(schedule, 10)
     assert t[0] == 0 and len(t) == 10 and bool((t.diff() > 0).all())
     sigma = ((1 - schedule.alphas_cumprod) / schedule.alphas_cumprod).sqrt()
-    # The top is the timestep nearest sigma 80: the cosine schedule's last ones reach 1e4, where a step does nothing.
-    assert sigma[t[-1] - 1] < 80 < sigma[t[-1] + 1] and sigma[-1] > 1e4
+    # The top is the timestep nearest sigma 10: the cosine schedule's last ones reach 1e4, where a step does nothing.
+    assert sigma[t[-1] - 1] < 10 < sigma[t[-1] + 1] and sigma[-1] > 1e4
+    assert karras_timesteps(schedule, 10, sigma_max=80)[-1] > t[-1]
     assert t.diff()[0] < t.diff()[4]  # Karras' rho = 7 crowds the steps at low noise
     with pytest.raises(ValueError):
         karras_timesteps(schedule, 501)
