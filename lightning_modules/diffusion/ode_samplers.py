@@ -1,9 +1,9 @@
 """Few-step solvers of the probability-flow ODE on the discrete schedule: DPM-Solver++(2M) and Heun.
 
-Both step over Karras et al.'s timesteps (`karras_timesteps`: dense at low noise, none above sigma 10, where a
-step on standardised data changes little) unless given others, and finish with a jump to clean data from the last (t = 0)
-prediction, as DDIM does; with first-order updates both are DDIM with eta = 0 (Euler's method on the ODE in
-Karras et al.'s coordinates).
+Both step over Karras et al.'s timesteps (`karras_timesteps`: dense at low noise, none above sigma 10, where
+a step on standardised data changes little) unless given others, and finish with a jump to clean data from the
+last (t = 0) prediction, as DDIM does; with first-order updates both are DDIM with eta = 0 (Euler's method on
+the ODE in Karras et al.'s coordinates).
 """
 
 from __future__ import annotations
