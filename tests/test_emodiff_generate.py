@@ -169,7 +169,7 @@ def test_conditions_are_encoded_once_per_window(style_clip: bool):
     denoiser = EmoDiffDenoiser(AUDIO_DIM, dim=DIM, layers=1, heads=2, dropout=0.0)
     for p in denoiser.parameters():
         nn.init.normal_(p, std=0.1)
-    options = dict(diffusion_steps=50, context_frames=CONTEXT, generation_window=WINDOW)
+    options = dict(diffusion_steps=50, context_frames=CONTEXT, generation_window=WINDOW, sampler="ddim")
     cached = EmoDiffGenerator(denoiser, **options).eval()
     uncached = PerStepEncoding(denoiser, **options).eval()
     frames, steps, windows_ = 80, 4, 3  # windows [0, 32), [24, 56), [48, 80)

@@ -29,8 +29,8 @@ class EmoDiffGenerator(nn.Module):
 
     def __init__(self, denoiser: EmoDiffDenoiser, *, diffusion_steps: int = 500, schedule: str = "cosine",
                  prediction: str = "x0", autoregressive: bool = True, context_frames: int = 10,
-                 sample_steps: int = 20, guidance_scale: float = 1.5, generation_window: int = 64,
-                 max_level: int = 3, bank_exemplars: int = 4, sampler: str = "ddim") -> None:
+                 sample_steps: int = 8, guidance_scale: float = 1.5, generation_window: int = 64,
+                 max_level: int = 3, bank_exemplars: int = 4, sampler: str = "dpmpp_2m") -> None:
         super().__init__()
         self.denoiser = denoiser
         self.sampler = check_sampler(sampler)
