@@ -1,9 +1,14 @@
-"""EmoDiff speed: training windows/s, and sampling as seconds of audio per second of compute (DDIM-50, DDPM)."""
+"""EmoDiff speed: training windows/s, and sampling as seconds of audio per second of compute, per sampler and
+step count (DDIM-50, the reference, in the same run; DDPM-500, the full chain), the median of --repeats runs.
+
+  .venv/bin/python benchmarks/bench_emodiff.py [--device cuda] [--seconds 10] [--samplers ddim:50 dpmpp_2m:10]
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import platform
 import resource
 import time
@@ -13,6 +18,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.train import CONFIG_DIR
+from lightning_modules.diffusion import SAMPLERS, network_calls
+
+DEFAULT_SAMPLERS = ("ddim:50", "ddim:20", "dpmpp_2m:10", "dpmpp_2m:8", "dpmpp_2m:5")
+"""NAME:STEPS measured at batch 1 and 16; DDIM-50 first, the reference the figures are read against;
+DPM-Solver++(2M)-8 is the model's default (benchmarks/bench_sampler_quality.py chose it)."""
+LABELS = {"ddim": "DDIM", "dpmpp_2m": "DPM++2M", "heun": "Heun", "ddpm": "DDPM"}
 
 
 def build_model(device: str):
@@ -38,25 +49,18 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seconds", type=float, default=10.0, help="audio length per sampled sequence")
-    parser.add_argument("--train-steps", type=int, default=20)
-    args = parser.parse_args()
-    device = args.device
-    model, cfg = build_model(device)
-    params = sum(p.numel() for p in model.denoiser.parameters())
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, device {device}"
-          f"{' ' + torch.cuda.get_device_name() if device.startswith('cuda') else ''}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; denoiser {params / 1e6:.2f} M parameters")
-    audio_dim = cfg.model.denoiser.audio_dim
-    window, style_frames, batch_size = cfg.data.window, cfg.data.style_frames, cfg.data.batch_size
+def sampler_spec(text: str) -> tuple[str, int]:
+    name, _, steps = text.partition(":")
+    if name not in SAMPLERS or not steps.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:STEPS with NAME one of {', '.join(SAMPLERS)}")
+    return name, int(steps)
 
+
+def time_training(model, batch: dict[str, torch.Tensor], steps: int, device: str) -> float:
+    """Training windows per second over `steps` optimiser steps, after 3 warm-up steps."""
     optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=1e-4)
-    batch = random_batch(batch_size, window, audio_dim, style_frames, device)
     model.train()
-    for step in range(args.train_steps + 3):
+    for step in range(steps + 3):
         if step == 3:
             sync(device)
             start = time.perf_counter()
@@ -65,20 +69,78 @@ def main() -> None:
         loss.backward()
         optimizer.step()
     sync(device)
-    train_rate = args.train_steps * batch_size / (time.perf_counter() - start)
-    print(f"training: {train_rate:.0f} windows/s ({window} frames, batch {batch_size})")
+    return steps * batch["audio"].shape[0] / (time.perf_counter() - start)
+
+
+def time_sampling(model, batch: dict[str, torch.Tensor], sampler: str, steps: int, repeats: int,
+                  device: str, bf16: bool = False) -> list[float]:
+    """Wall seconds of `repeats` generate calls (guidance on, the model's scale), each from the same seed."""
+    walls = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=bf16):
+            model.generate(batch, steps=steps, sampler=sampler,
+                           generator=torch.Generator(device=device).manual_seed(0))
+        sync(device)
+        walls.append(time.perf_counter() - start)
+    return walls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio length per sampled sequence")
+    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--samplers", nargs="*", type=sampler_spec, default=[sampler_spec(s) for s in DEFAULT_SAMPLERS],
+                        help="NAME:STEPS items (default: %(default)s)")
+    parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
+    parser.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported")
+    parser.add_argument("--ddpm-repeats", type=int, default=1, help="runs of the full DDPM chain (slow)")
+    parser.add_argument("--bf16", action="store_true", help="sample under bfloat16 autocast")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: torch's, i.e. OMP_NUM_THREADS when set)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    model, cfg = build_model(device)
+    params = sum(p.numel() for p in model.denoiser.parameters())
+    load = os.getloadavg()[0]
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores (load {load:.1f}), device {device}"
+          f"{' ' + torch.cuda.get_device_name() if device.startswith('cuda') else ''}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}{', bf16 autocast' if args.bf16 else ''}; "
+          f"denoiser {params / 1e6:.2f} M parameters")
+    audio_dim = cfg.model.denoiser.audio_dim
+    window, style_frames, batch_size = cfg.data.window, cfg.data.style_frames, cfg.data.batch_size
+
+    if args.train_steps > 0:
+        train_rate = time_training(model, random_batch(batch_size, window, audio_dim, style_frames, device),
+                                   args.train_steps, device)
+        print(f"training: {train_rate:.0f} windows/s ({window} frames, batch {batch_size})")
 
     model.eval()
     frames = int(args.seconds * cfg.data.fps)
-    for name, steps, b in (("DDIM-50", 50, 1), ("DDIM-50", 50, 16), ("DDPM-500", 0, 1)):
+    diffusion_steps = model.generator.noise_schedule().num_steps
+    time_sampling(model, random_batch(1, frames, audio_dim, style_frames, device), "ddim", 5, 1, device,
+                  args.bf16)  # warm-up
+    runs = [(name, steps, b, args.repeats) for b in args.batches for name, steps in args.samplers]
+    if args.ddpm_repeats > 0:
+        runs.append(("ddpm", 0, 1, args.ddpm_repeats))
+    reference: dict[int, float] = {}
+    for name, steps, b, repeats in runs:
         batch = random_batch(b, frames, audio_dim, style_frames, device)
-        sync(device)
-        start = time.perf_counter()
-        model.generate(batch, steps=steps, generator=torch.Generator(device=device).manual_seed(0))
-        sync(device)
-        wall = time.perf_counter() - start
-        print(f"sampling {name}, batch {b:>2}: {args.seconds * b / wall:8.1f}x real time "
-              f"({args.seconds:g} s of audio each, {wall:.2f} s wall)")
+        walls = time_sampling(model, batch, name, steps, repeats, device, args.bf16)
+        wall = statistics.median(walls)
+        rate = args.seconds * b / wall
+        if (name, steps) == ("ddim", 50):
+            reference[b] = rate
+        calls = network_calls(name, steps, diffusion_steps)
+        label = f"{LABELS[name]}-{calls if name == 'ddpm' else steps}"
+        versus = f", {rate / reference[b]:.1f}x DDIM-50" if b in reference and name != "ddpm" else ""
+        print(f"sampling {label}, batch {b:>2}: {rate:8.1f}x real time ({args.seconds:g} s of audio each, "
+              f"{wall:.3f} s wall, median of {repeats}, {min(walls):.3f}-{max(walls):.3f}; {calls} network calls "
+              f"a window{versus})", flush=True)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(f"peak memory: {peak:.0f} MiB ({'CUDA allocated' if device.startswith('cuda') else 'process RSS'})")

@@ -4,7 +4,7 @@
 # after `make gpu-kit` here. It installs the kit (wheels into /tmp/site, glvnd's EGL into /, espeak-ng's libraries
 # and a static ffmpeg under /tmp), then runs, each under its own timeout, with its output in $OUT/<name>.log:
 #   deepspeed  tests/test_deepspeed.py -m gpu: a real `dtl train trainer=deepspeed_stage2` on CUDA, then `dtl export`
-#   emodiff    benchmarks/bench_emodiff.py --device cuda: training windows/s, DDIM-50 / DDPM-500 x real time
+#   emodiff    benchmarks/bench_emodiff.py --device cuda: training windows/s, x real time per sampler (DDIM-50 ref.), DDPM-500
 #   renderer   benchmarks/bench_renderer.py --device cuda: face-vid2vid frames/s (the 256-px network), end to end
 #   render     benchmarks/bench_render.py: the face rig through EGL on the GPU at 256 and 512 px
 #   warp       benchmarks/bench_warp.py --device cuda: the warp renderer at 256 and 512-px faces, end to end
@@ -306,7 +306,7 @@ main() {
         if [ "$DEVICE" = cuda ]; then
             run_logged emodiff 90 "$PY" benchmarks/bench_emodiff.py --device cuda --train-steps 100
         else
-            run_logged emodiff 90 "$PY" benchmarks/bench_emodiff.py --device cpu --seconds 1 --train-steps 2
+            run_logged emodiff 90 "$PY" benchmarks/bench_emodiff.py --device cpu --seconds 1 --train-steps 2 --repeats 1
         fi
         ok=0; [ "$RC" -eq 0 ] && has emodiff "device $DEVICE" && has emodiff "^sampling DDPM-500" && ok=1
         verdict emodiff $ok "training windows/s and sampling x real time on $DEVICE" "^(machine|training|sampling|peak)"

@@ -37,8 +37,9 @@ class EmoDiff(L.LightningModule):
                  cond_drop_prob: float = 0.1, label_drop_prob: float = 0.1, style_clip_drop_prob: float = 0.5,
                  init_drop_prob: float = 0.5, autoregressive: bool = True, context_frames: int = 10,
                  context_prob: float = 0.5, mouth_weight: float = 2.0, velocity_weight: float = 0.5,
-                 ema_decay: float = 0.999, sample_steps: int = 20, guidance_scale: float = 1.5,
-                 val_sample_batches: int = 4, generation_window: int = 64, bank_exemplars: int = 4) -> None:
+                 ema_decay: float = 0.999, sample_steps: int = 8, guidance_scale: float = 1.5,
+                 val_sample_batches: int = 4, generation_window: int = 64, bank_exemplars: int = 4,
+                 sampler: str = "dpmpp_2m") -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -46,7 +47,7 @@ class EmoDiff(L.LightningModule):
                                       prediction=prediction, autoregressive=autoregressive,
                                       context_frames=context_frames, sample_steps=sample_steps,
                                       guidance_scale=guidance_scale, generation_window=generation_window,
-                                      bank_exemplars=bank_exemplars)
+                                      bank_exemplars=bank_exemplars, sampler=sampler)
         # Parameters only: the normalisation statistics and the style bank are copied, never averaged.
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
         self.ema.requires_grad_(False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import hydra
 import numpy as np
 import pytest
@@ -93,8 +95,12 @@ def test_generate_blendshapes_writes_live_link_csv(trained, demo_corpus, tmp_pat
     args = ["blendshapes", "--checkpoint", str(trained["run_dir"]), "--audio", str(wav), "--emotion", "happy",
             "--level", "3", "--steps", "10", "--out", str(tmp_path)]
     assert generate(args + ["--fps", "30"]) == 0
-    assert generate(args + ["--fps", "60", "--style", str(style), "--out", str(tmp_path / "styled")]) == 0
+    assert generate(args + ["--fps", "60", "--style", str(style), "--out", str(tmp_path / "styled"),
+                            "--sampler", "heun"]) == 0
     take = read_live_link_csv(tmp_path / f"{wav.stem}_happy_level_3.csv", fps=30)
+    metadata = lambda folder: json.loads((folder / f"{wav.stem}_happy_level_3.json").read_text())
+    assert metadata(tmp_path)["sampler"] == trained["model"].generator.sampler
+    assert metadata(tmp_path / "styled")["sampler"] == "heun" and metadata(tmp_path / "styled")["steps"] == 10
     duration = len(clip.blendshapes) / 25.0
     assert abs(len(take.blendshapes) - duration * 30) <= 1
     assert take.blendshapes.min() >= 0 and take.blendshapes.max() <= 1

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_modules.diffusion import cfg_denoise, ddim_sample
 from lightning_modules.networks.emodiff_denoiser import EmoDiffDenoiser
 from lightning_modules.networks.emodiff_generator import EmoDiffGenerator
 
@@ -13,7 +14,7 @@ AUDIO_DIM, DIM, WINDOW, CONTEXT = 6, 16, 32, 8
 
 
 class Recording(nn.Module):
-    """A real tiny denoiser that records the conditions of each call."""
+    """A real tiny denoiser that records the conditions it encodes (once a window)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -23,9 +24,13 @@ class Recording(nn.Module):
             nn.init.normal_(p, std=0.1)
         self.dim, self.calls = DIM, []
 
-    def forward(self, x_t, t, cond):
+    def encode_frames(self, cond):
         self.calls.append({k: v.clone() for k, v in cond.items()})
-        return self.net(x_t, t, cond)
+        return self.net.encode_frames(cond)
+
+    def encode_condition(self, emotion_vector, init, init_known=None):
+        self.calls[-1]["encoded_emotion_vector"] = emotion_vector.clone()
+        return self.net.encode_condition(emotion_vector, init, init_known)
 
     def __getattr__(self, name):
         try:
@@ -50,8 +55,8 @@ def request(frames: int, per_frame: bool = False) -> dict[str, torch.Tensor]:
 
 
 def windows(g: EmoDiffGenerator) -> list[dict]:
-    """The first call of each window (3 DDIM steps a window)."""
-    return g.denoiser.calls[::3]
+    """The conditions of each window."""
+    return g.denoiser.calls
 
 
 def test_autoregressive_windows_overlap_by_the_context_and_continue_it():
@@ -105,9 +110,11 @@ def test_guidance_calls_the_null_condition_in_the_same_batch():
     batch = request(WINDOW)
     g.generate(batch, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
     call = g.denoiser.calls[0]
-    assert call["audio"].shape[0] == 2  # [conditional; unconditional]
-    torch.testing.assert_close(call["emotion_vector"][1], g.denoiser.null_vector(1)[0])
-    torch.testing.assert_close(call["emotion_vector"][0], batch["emotion_vector"][0])
+    assert call["audio"].shape[0] == 1  # the frames are encoded once for both halves
+    vectors = call["encoded_emotion_vector"]  # [conditional; unconditional]
+    assert vectors.shape[0] == 2
+    torch.testing.assert_close(vectors[1], g.denoiser.null_vector(1)[0])
+    torch.testing.assert_close(vectors[0], batch["emotion_vector"][0])
 
 
 def test_style_bank_keeps_mean_and_nearest_exemplars_and_names_missing_entries():
@@ -123,3 +130,58 @@ def test_style_bank_keeps_mean_and_nearest_exemplars_and_names_missing_entries()
     torch.testing.assert_close(g.bank_exemplar[4, 3, 0], vectors[distances.argmin()], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"no entry for \(emotion, level\) \[\(0, 2\)\]"):
         g.bank_style(torch.tensor([0]), torch.tensor([2]))
+
+
+# --- conditions encoded once per window --------------------------------------------------------------------------
+
+ENCODERS = ("audio_in", "init_in", "condition_norm", "style_encoder", "emotion", "level")
+"""The denoiser's condition encoders: none depends on x_t or the step."""
+
+
+class PerStepEncoding(EmoDiffGenerator):
+    """The uncached sampler: every step runs the whole network on [conditional; unconditional] conditions."""
+
+    def sample_window(self, cond, *, steps=None, guidance_scale=None, generator=None, sampler=None):
+        b, frames = cond["audio"].shape[:2]
+        null = dict(cond, emotion_vector=self.denoiser.null_vector(b))
+        shape = (b, frames, 52)
+        fixed = (cond["context_mask"][..., None].expand(shape), cond["context"])
+        return ddim_sample(lambda x, t: cfg_denoise(self.denoiser, x, t, cond, null, guidance_scale),
+                           self.noise_schedule(), shape, self.prediction, steps, generator=generator, x0_fixed=fixed)
+
+
+def encoder_calls(g: EmoDiffGenerator, batch: dict[str, torch.Tensor], steps: int) -> tuple[dict, torch.Tensor]:
+    """Forward calls of each condition encoder during one guided generate, counted by hooks on the modules."""
+    counts = dict.fromkeys(ENCODERS, 0)
+    hooks = [getattr(g.denoiser, name).register_forward_hook(lambda *_, name=name: counts.__setitem__(
+        name, counts[name] + 1)) for name in ENCODERS]
+    try:
+        out = g.generate(batch, steps=steps, guidance_scale=2.0, generator=torch.Generator().manual_seed(5))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return counts, out
+
+
+@pytest.mark.parametrize("style_clip", [True, False])
+def test_conditions_are_encoded_once_per_window(style_clip: bool):
+    torch.manual_seed(0)
+    denoiser = EmoDiffDenoiser(AUDIO_DIM, dim=DIM, layers=1, heads=2, dropout=0.0)
+    for p in denoiser.parameters():
+        nn.init.normal_(p, std=0.1)
+    options = dict(diffusion_steps=50, context_frames=CONTEXT, generation_window=WINDOW, sampler="ddim")
+    cached = EmoDiffGenerator(denoiser, **options).eval()
+    uncached = PerStepEncoding(denoiser, **options).eval()
+    frames, steps, windows_ = 80, 4, 3  # windows [0, 32), [24, 56), [48, 80)
+    torch.manual_seed(1)
+    batch = {"audio": torch.randn(2, frames, AUDIO_DIM), "init": torch.rand(2, 52),
+             "init_known": torch.tensor([True, False]), "emotion": torch.tensor([3, 5]), "level": torch.tensor([3, 1]),
+             "style": torch.rand(2, 20, 52), "style_mask": torch.ones(2, 20, dtype=torch.bool) & style_clip}
+    counts, out = encoder_calls(cached, batch, steps)
+    assert counts == {"audio_in": windows_, "init_in": windows_, "condition_norm": windows_,
+                      "style_encoder": 1, "emotion": 1, "level": 1}
+    # The broken variant, encoding at every step and for both halves, is what the counts catch ...
+    broken, reference = encoder_calls(uncached, batch, steps)
+    assert broken["audio_in"] == broken["init_in"] == windows_ * steps and broken != counts
+    # ... and it samples the same tracks: the cache changes the work, not the result.
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)

@@ -153,7 +153,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     generation.add_argument("--refiner", type=Path, help="a lip-refinement run directory or checkpoint")
     generation.add_argument("--split", default="test", choices=("train", "val", "test"))
     generation.add_argument("--limit", type=int, help="the first N clips of the split only")
-    generation.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
+    generation.add_argument("--steps", type=int, help="the sampler's timesteps (default: the model's)")
     generation.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     generation.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", type=Path, help="folder of reference videos, matched by relative path or "

@@ -20,6 +20,7 @@ from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from dtl_foundation.mead import EMOTION_INDEX
 from experiments.generate.take_files import input_stems, take_finished
+from lightning_modules.diffusion import SAMPLERS
 from lightning_modules.emotion_requests import (EmotionMix, mix_vector, parse_emotion, read_emotion_schedule,
                                                 schedule_vectors)
 from lightning_modules.networks.emodiff_generator import STYLE_SOURCES
@@ -63,8 +64,10 @@ def request_mixes(emotion: str | None, level: int, intensity: float | None,
 def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str | None, level: int, *,
                          style_path: Path | None = None, steps: int | None = None, guidance: float | None = None,
                          seed: int = 0, refiner: TrainedModel | None = None, style_from: str | None = None,
-                         intensity: float | None = None, schedule_path: Path | None = None) -> np.ndarray:
+                         intensity: float | None = None, schedule_path: Path | None = None,
+                         sampler: str | None = None) -> np.ndarray:
     """(T, 52) blendshapes at the model's frame rate for one audio file; lip-refined when a refiner is given.
+    `sampler` and `steps` default to the model's.
 
     `emotion` is a name or a mixture (`happy:0.6,surprised:0.4`) at `level`, or at a continuous `intensity`;
     `schedule_path` changes it over time instead. The style term comes from `style_from` (see style_source)."""
@@ -95,12 +98,13 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str |
     batch = {"audio": torch.from_numpy(audio)[None].to(device), "init": init, "init_known": init_known,
              "emotion_vector": vector}
     rng = torch.Generator(device=device).manual_seed(seed)
-    track = generator.generate(batch, steps=steps, guidance_scale=guidance, generator=rng)
+    with torch.inference_mode():
+        track = generator.generate(batch, steps=steps, guidance_scale=guidance, generator=rng, sampler=sampler)
     if refiner is not None:
         if refiner.features != trained.features or not np.allclose(refiner.audio_mean, trained.audio_mean, atol=1e-4):
             raise ValueError(f"{refiner.checkpoint}: the lip refiner was trained on other audio features than "
                              f"{trained.checkpoint}")
-        with torch.no_grad():
+        with torch.inference_mode():
             track = refiner.model.refine(track, batch["audio"], torch.ones(track.shape[:2], dtype=torch.bool,
                                                                              device=device))
     return track[0].cpu().numpy()
@@ -117,11 +121,19 @@ def request_metadata(trained: TrainedModel, ns: argparse.Namespace, audio_path: 
             "style_from": style_source(ns.style_from, style_path, trained.model.generator,
                                        [mix for _, mix in schedule], warn=False), "style": ns.style,
             "guidance": ns.guidance if ns.guidance is not None else trained.model.generator.guidance_scale,
+            "sampler": sampler_used(trained, ns),
             "steps": ns.steps if ns.steps is not None else trained.model.generator.sample_steps, "seed": ns.seed}
 
 
 def metadata_path(csv_path: Path) -> Path:
     return csv_path.with_suffix(".json")
+
+
+def sampler_used(trained: TrainedModel, ns: argparse.Namespace) -> str:
+    """The sampler a take ran: --steps 0 is full DDPM whatever the sampler, else --sampler or the model's."""
+    if ns.steps == 0 or (ns.steps is None and trained.model.generator.sample_steps == 0):
+        return "ddpm"
+    return ns.sampler or trained.model.generator.sampler
 
 
 def write_metadata(csv_path: Path, metadata: dict) -> Path:
@@ -164,6 +176,16 @@ def emotion_takes(ns: argparse.Namespace) -> list[argparse.Namespace]:
     return [argparse.Namespace(**{**vars(ns), "emotion": emotion}) for emotion in emotions]
 
 
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sampler, --steps, --guidance, --seed: shared by blendshapes and video."""
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None,
+                        help="the diffusion sampler (default: the model's; benchmarks/README.md compares them)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="the sampler's timesteps (0 = full DDPM; default: the model's)")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def take_name(ns: argparse.Namespace) -> str:
     """<emotion>_level_<L> (or _intensity_<x>, or _schedule) for a take's file names; mixtures joined by '+'."""
     if ns.emotion_schedule:
@@ -197,7 +219,8 @@ def cmd_blendshapes(ns: argparse.Namespace) -> int:
                                          style_path=Path(take.style) if take.style else None, steps=take.steps,
                                          guidance=take.guidance, seed=take.seed, refiner=refiner,
                                          style_from=take.style_from, intensity=take.intensity,
-                                         schedule_path=Path(take.emotion_schedule) if take.emotion_schedule else None)
+                                         schedule_path=Path(take.emotion_schedule) if take.emotion_schedule else None,
+                                         sampler=take.sampler)
         except (ValueError, FileNotFoundError) as e:  # bad input for this file: report, go on with the others
             print(f"dtl generate: {e}", file=sys.stderr)
             failures += 1
@@ -219,9 +242,7 @@ def add_parser(sub) -> None:
     add_emotion_arguments(bs)
     bs.add_argument("--fps", type=float, default=30.0, choices=FRAME_RATES,
                     help="frame rate of the CSV and its timecodes (default 30)")
-    bs.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
-    bs.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    bs.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(bs)
     bs.add_argument("--device", default="cpu")
     bs.add_argument("--out", default="generated")
     add_skip_existing_argument(bs)

@@ -33,6 +33,7 @@ from dtl_foundation.media.portrait import (
 from dtl_foundation.media.video_write import VideoError, write_video
 from experiments.generate.blendshapes import (
     add_emotion_arguments,
+    add_sampling_arguments,
     add_skip_existing_argument,
     emotion_takes,
     generate_blendshapes,
@@ -97,7 +98,8 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
     face-cropped) under side_dir (default: out_dir), the stem defaulting to <audio stem>_<emotion>_level_<L>; returns
     their paths and timings. `motion_reference`: what the portrait is taken to show, the rig's `neutral` face (an
     emotion held throughout reaches the portrait) or the track's `first-frame` (face-vid2vid's relative mode, which
-    cancels it). `emotion_request`: the style_from, intensity and schedule_path options of generate_blendshapes."""
+    cancels it). `emotion_request`: the style_from, intensity, schedule_path and sampler options of
+    generate_blendshapes."""
     if motion_reference not in MOTION_REFERENCES:
         raise ValueError(f"motion_reference must be one of {', '.join(MOTION_REFERENCES)}, not {motion_reference!r}")
     timings = {}
@@ -196,7 +198,7 @@ def cmd_video(ns: argparse.Namespace) -> int:
                                     steps=take.steps, guidance=take.guidance, seed=take.seed,
                                     adapt_scale=not take.no_adapt_scale, batch_size=take.batch_size,
                                     stem=stem, style_from=take.style_from,
-                                    intensity=take.intensity, motion_reference=take.motion_reference,
+                                    intensity=take.intensity, motion_reference=take.motion_reference, sampler=take.sampler,
                                     schedule_path=Path(take.emotion_schedule) if take.emotion_schedule else None)
             write_metadata(result["paths"]["arkit"], request)
         except (AudioError, VideoError, PortraitError, ValueError, FileNotFoundError) as e:  # this file: report, go on
@@ -228,9 +230,7 @@ def add_parser(sub) -> None:
                             "from the first frame on) or the track's first frame (face-vid2vid's relative mode)")
     video.add_argument("--face-index", type=int, default=None,
                        help="which face of a portrait with several: 0 = the largest (default), 1 the next, ...")
-    video.add_argument("--steps", type=int, default=None, help="DDIM steps (0 = full DDPM; default: the model's)")
-    video.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    video.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(video)
     video.add_argument("--no-adapt-scale", action="store_true", help="no hull-area rescaling of the avatar's motion")
     video.add_argument("--batch-size", type=int, default=8, help="frames per motion-transfer batch")
     video.add_argument("--device", default="cpu")

@@ -4,14 +4,17 @@ from lightning_modules.diffusion.forward import (PREDICTION_KINDS, PredictionKin
                                                  prediction_target, q_posterior_mean_variance, q_sample)
 from lightning_modules.diffusion.guidance import (ConditionalDenoiser, cfg_denoise, classifier_free_guidance,
                                                   guided_denoiser)
+from lightning_modules.diffusion.ode_samplers import dpmpp_2m_sample, heun_sample, karras_timesteps
+from lightning_modules.diffusion.sampler_names import SAMPLERS, check_sampler, network_calls, sample_by_name
 from lightning_modules.diffusion.samplers import Denoiser, FixedValues, ddim_sample, ddim_timesteps, ddpm_sample
 from lightning_modules.diffusion.schedules import (NoiseSchedule, ScheduleName, coefficient_at, cosine_alpha_bar,
                                                    cosine_alpha_bar_schedule, linear_beta_schedule, make_schedule)
 
 __all__ = [
-    "PREDICTION_KINDS", "ConditionalDenoiser", "Denoiser", "FixedValues", "NoiseSchedule", "PredictionKind",
-    "ScheduleName", "cfg_denoise", "classifier_free_guidance", "coefficient_at", "cosine_alpha_bar",
-    "cosine_alpha_bar_schedule", "ddim_sample", "ddim_timesteps", "ddpm_sample", "guided_denoiser",
-    "linear_beta_schedule", "make_schedule", "predicted_eps", "predicted_x0", "prediction_target",
-    "q_posterior_mean_variance", "q_sample",
+    "PREDICTION_KINDS", "SAMPLERS", "ConditionalDenoiser", "Denoiser", "FixedValues", "NoiseSchedule",
+    "PredictionKind", "ScheduleName", "cfg_denoise", "check_sampler", "classifier_free_guidance", "coefficient_at",
+    "cosine_alpha_bar", "cosine_alpha_bar_schedule", "ddim_sample", "ddim_timesteps", "ddpm_sample",
+    "dpmpp_2m_sample", "guided_denoiser", "heun_sample", "karras_timesteps", "linear_beta_schedule", "make_schedule",
+    "network_calls", "predicted_eps", "predicted_x0", "prediction_target", "q_posterior_mean_variance", "q_sample",
+    "sample_by_name",
 ]

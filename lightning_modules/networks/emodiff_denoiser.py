@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from dtl_foundation.arkit import NUM_BLENDSHAPES
 from dtl_foundation.mead import NUM_EMOTIONS
@@ -130,24 +131,44 @@ class EmoDiffDenoiser(nn.Module):
         """(B, dim): the unconditional emotion vector (both terms dropped), for classifier-free guidance."""
         return (self.null_label + self.null_style).expand(batch, -1)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        frames = x_t.shape[1]
-        context_mask = cond["context_mask"].to(x_t.dtype)[..., None]
-        h = self.frames_in(torch.cat([x_t, cond["context"] * context_mask, context_mask], dim=-1))
+    def encode_frames(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, dim): everything of the frame input but x_t (known context, audio, positions); fixed per window."""
+        frames = cond["audio"].shape[1]
+        context_mask = cond["context_mask"].to(cond["audio"].dtype)[..., None]
+        known = torch.cat([cond["context"] * context_mask, context_mask], dim=-1)
+        h = F.linear(known, self.frames_in.weight[:, NUM_BLENDSHAPES:], self.frames_in.bias)
         h = h + self.audio_in(cond["audio"])
         if self.positional == "sinusoidal":
             h = h + sinusoidal_embedding(torch.arange(frames, device=h.device), self.dim).to(h.dtype)
         elif self.positional == "learned":
             h = h + self.learned_positions[:frames].to(h.dtype)
-        init = self.init_in(cond["init"])
-        known = cond.get("init_known")
-        if known is not None:
-            init = torch.where(known[:, None], init, self.null_init.to(init.dtype).expand_as(init))
-        emotion = cond["emotion_vector"].to(h.dtype)
+        return h
+
+    def encode_condition(self, emotion_vector: torch.Tensor, init: torch.Tensor,
+                         init_known: torch.Tensor | None = None) -> torch.Tensor:
+        """(k B, 1 or T, dim): the time-free part of the adaLN condition; fixed per window. `emotion_vector`
+        ((k B, dim) or (k B, T, dim)) may stack k variants (guidance's conditional and null halves) of one batch
+        of B initial expressions `init` (B, 52), which are encoded once."""
+        h = self.init_in(init)
+        if init_known is not None:
+            h = torch.where(init_known[:, None], h, self.null_init.to(h.dtype).expand_as(h))
+        emotion = emotion_vector.to(h.dtype)
         emotion = emotion[:, None] if emotion.ndim == 2 else emotion
-        c = self.condition_norm(emotion) + (self.time_mlp(sinusoidal_embedding(t, self.dim).to(h.dtype))
-                                            + init)[:, None]
+        return self.condition_norm(emotion) + h.repeat(emotion.shape[0] // h.shape[0], 1)[:, None]
+
+    def denoise_encoded(self, x_t: torch.Tensor, t: torch.Tensor, frames: torch.Tensor,
+                        condition: torch.Tensor) -> torch.Tensor:
+        """The model output from x_t (B, T, 52), t (B,) and the encoded conditions: `frames` (B, T, dim) from
+        encode_frames, `condition` from encode_condition, (k B, ...) for k stacked variants: (k B, T, 52) out."""
+        h = F.linear(x_t, self.frames_in.weight[:, :NUM_BLENDSHAPES]) + frames
+        repeats = condition.shape[0] // h.shape[0]
+        h = h.repeat(repeats, 1, 1)
+        c = condition + self.time_mlp(sinusoidal_embedding(t, self.dim).to(h.dtype)).repeat(repeats, 1)[:, None]
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.out_modulation(c).chunk(2, dim=-1)
         return self.out(self.out_norm(h) * (1 + scale) + shift)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        condition = self.encode_condition(cond["emotion_vector"], cond["init"], cond.get("init_known"))
+        return self.denoise_encoded(x_t, t, self.encode_frames(cond), condition)

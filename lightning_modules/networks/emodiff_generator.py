@@ -11,12 +11,7 @@ from torch import nn
 
 from dtl_foundation.arkit import NUM_BLENDSHAPES
 from dtl_foundation.mead import NUM_EMOTIONS
-from lightning_modules.diffusion import (
-    cfg_denoise,
-    ddim_sample,
-    ddpm_sample,
-    make_schedule,
-)
+from lightning_modules.diffusion import check_sampler, classifier_free_guidance, make_schedule, sample_by_name
 from lightning_modules.networks.emodiff_denoiser import EmoDiffDenoiser
 
 STYLE_SOURCES = ("bank", "label", "clip")
@@ -34,10 +29,11 @@ class EmoDiffGenerator(nn.Module):
 
     def __init__(self, denoiser: EmoDiffDenoiser, *, diffusion_steps: int = 500, schedule: str = "cosine",
                  prediction: str = "x0", autoregressive: bool = True, context_frames: int = 10,
-                 sample_steps: int = 20, guidance_scale: float = 1.5, generation_window: int = 64,
-                 max_level: int = 3, bank_exemplars: int = 4) -> None:
+                 sample_steps: int = 8, guidance_scale: float = 1.5, generation_window: int = 64,
+                 max_level: int = 3, bank_exemplars: int = 4, sampler: str = "dpmpp_2m") -> None:
         super().__init__()
         self.denoiser = denoiser
+        self.sampler = check_sampler(sampler)
         self.prediction, self.autoregressive, self.context_frames = prediction, autoregressive, context_frames
         self.sample_steps, self.guidance_scale, self.generation_window = sample_steps, guidance_scale, generation_window
         self.schedule = make_schedule(schedule, diffusion_steps)
@@ -141,27 +137,40 @@ class EmoDiffGenerator(nn.Module):
     # --- sampling ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_window(self, cond: dict[str, torch.Tensor], *, steps: int | None = None,
-                      guidance_scale: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One window in standardised space; `steps=0` runs full DDPM, otherwise DDIM with that many steps."""
+                      guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                      sampler: str | None = None) -> torch.Tensor:
+        """One window in standardised space by `sampler` (default: the model's) over `steps` timesteps; `steps=0`
+        runs full DDPM. The conditions are encoded once here, not at every step; with guidance, the conditional
+        and unconditional halves share the frame encoding and the initial expression's."""
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         b, frames = cond["audio"].shape[:2]
-        vector, null_vector = cond["emotion_vector"], self.denoiser.null_vector(b)
-        null = dict(cond, emotion_vector=null_vector[:, None].expand_as(vector) if vector.ndim == 3 else null_vector)
+        denoiser = self.denoiser
+        vector = cond["emotion_vector"]
+        guided = not (isinstance(scale, (int, float)) and scale == 1)
+        if guided:
+            null_vector = denoiser.null_vector(b)
+            vector = torch.cat([vector, null_vector[:, None].expand_as(vector) if vector.ndim == 3 else null_vector])
+        encoded_frames = denoiser.encode_frames(cond)
+        condition = denoiser.encode_condition(vector, cond["init"], cond.get("init_known"))
         shape = (b, frames, NUM_BLENDSHAPES)
         fixed = (cond["context_mask"][..., None].expand(shape), cond["context"])
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return cfg_denoise(self.denoiser, x_t, t, cond, null, scale)
+            out = denoiser.denoise_encoded(x_t, t, encoded_frames, condition)
+            if not guided:
+                return out
+            out_cond, out_uncond = out.chunk(2)
+            return classifier_free_guidance(out_uncond, out_cond, scale)
 
         steps = self.sample_steps if steps is None else steps
-        schedule = self.noise_schedule()
-        if steps == 0:
-            return ddpm_sample(denoise, schedule, shape, self.prediction, generator=generator, x0_fixed=fixed)
-        return ddim_sample(denoise, schedule, shape, self.prediction, steps, generator=generator, x0_fixed=fixed)
+        name = "ddpm" if steps == 0 else self.sampler if sampler is None else sampler
+        return sample_by_name(name, denoise, self.noise_schedule(), shape, self.prediction, steps,
+                              generator=generator, x0_fixed=fixed)
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], *, steps: int | None = None,
-                 guidance_scale: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                 sampler: str | None = None) -> torch.Tensor:
         """Blendshapes (B, T, 52) for audio of any length T: overlapping windows, each continuing the previous
         one's last `context_frames` frames (autoregressive), or independent windows from the initial expression.
 
@@ -187,7 +196,7 @@ class EmoDiffGenerator(nn.Module):
             vector = emotion_vector[:, start:stop] if emotion_vector.ndim == 3 else emotion_vector
             cond = self.conditions(piece, vector, context, context_mask)
             out[:, start:stop] = self.sample_window(cond, steps=steps, guidance_scale=guidance_scale,
-                                                    generator=generator)
+                                                    generator=generator, sampler=sampler)
             if stop == frames:
                 break
             start += hop
