@@ -197,8 +197,8 @@ def cmd_video(ns: argparse.Namespace) -> int:
                                     refiner=refiner, style_path=Path(take.style) if take.style else None,
                                     steps=take.steps, guidance=take.guidance, seed=take.seed,
                                     adapt_scale=not take.no_adapt_scale, batch_size=take.batch_size,
-                                    stem=stem, style_from=take.style_from,
-                                    intensity=take.intensity, motion_reference=take.motion_reference, sampler=take.sampler,
+                                    stem=stem, style_from=take.style_from, sampler=take.sampler,
+                                    intensity=take.intensity, motion_reference=take.motion_reference,
                                     schedule_path=Path(take.emotion_schedule) if take.emotion_schedule else None)
             write_metadata(result["paths"]["arkit"], request)
         except (AudioError, VideoError, PortraitError, ValueError, FileNotFoundError) as e:  # this file: report, go on
