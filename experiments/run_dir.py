@@ -14,12 +14,15 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
 from dtl_foundation.atomic_files import atomic_write_text
+from dtl_foundation.directory_lock import hold_directory
 from dtl_foundation.run_layout import RunLayout, is_zero_checkpoint
 from dtl_foundation.slurm import is_rank_zero, slurm_job_id
 
@@ -122,3 +125,12 @@ def prepare_run(cfg: DictConfig) -> RunState:
     log.info("run directory %s (attempt %d); %s; W&B id %s", run_dir, attempt,
              f"resuming from {resume}" if resume else "starting fresh", state.wandb_id)
     return state
+
+
+@contextmanager
+def holding_run(cfg: DictConfig) -> Iterator[RunState]:
+    """prepare_run while this process holds the run directory: a second launch on the same run stops at once
+    (DirectoryHeld names the holder) before it writes anything there. Ranks other than 0 belong to rank 0's run."""
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    with hold_directory(run_dir, what="run directory") if is_rank_zero() else nullcontext():
+        yield prepare_run(cfg)

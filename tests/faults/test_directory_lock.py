@@ -1,0 +1,99 @@
+"""One process at a time in a directory: the holder is named, a dead or stale holder is taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+
+import pytest
+
+from dtl_foundation import directory_lock as dl
+from dtl_foundation.directory_lock import DirectoryHeld, Holder, hold_directory
+
+HOLD = """
+import sys, time
+from dtl_foundation.directory_lock import hold_directory
+with hold_directory(sys.argv[1], what="test directory"):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def holder_process(directory, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(directory), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_is_refused_with_the_holders_name_then_gets_it_after(tmp_path):
+    first = holder_process(tmp_path, 60)
+    try:
+        with pytest.raises(DirectoryHeld, match=rf"in use by pid {first.pid} on .*since .*-c"):
+            with hold_directory(tmp_path):
+                pass
+    finally:
+        first.kill()
+        first.wait()
+    # killed: the kernel dropped its lock, its record is left behind and taken over
+    assert json.loads((tmp_path / dl.HOLDER_FILE).read_text())["pid"] == first.pid
+    with hold_directory(tmp_path) as me:
+        assert me.pid == os.getpid()
+        assert json.loads((tmp_path / dl.HOLDER_FILE).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / dl.HOLDER_FILE).exists()  # released: no record left
+
+
+def test_a_record_alone_still_refuses_while_its_holder_lives(tmp_path):
+    """A file system whose locks do not reach the other process: the record and the heartbeat still decide."""
+    first = holder_process(tmp_path / "elsewhere", 60)
+    try:
+        record = json.loads((tmp_path / "elsewhere" / dl.HOLDER_FILE).read_text())
+        (tmp_path / dl.HOLDER_FILE).write_text(json.dumps(record))  # no kernel lock on tmp_path itself
+        with pytest.raises(DirectoryHeld, match=rf"pid {first.pid} .*heartbeat"):
+            with hold_directory(tmp_path):
+                pass
+    finally:
+        first.kill()
+        first.wait()
+    with hold_directory(tmp_path):  # the PID is gone now
+        pass
+
+
+def test_takeover_rules_for_other_hosts_requeues_and_reused_pids(tmp_path, monkeypatch):
+    me = Holder.this_process()
+    other_host = replace(me, host=me.host + "-other", pid=1)
+    assert dl.why_gone(other_host, heartbeat_age=10) is None
+    assert "no heartbeat from" in dl.why_gone(other_host, heartbeat_age=dl.STALE_AFTER_S + 1)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert "same Slurm job 4242" in dl.why_gone(replace(other_host, slurm_job="4242"), heartbeat_age=1)
+    assert dl.why_gone(replace(other_host, slurm_job="4243"), heartbeat_age=1) is None
+    monkeypatch.delenv("SLURM_JOB_ID")
+    parent = os.getppid()  # alive, on this host
+    assert dl.why_gone(replace(me, pid=parent, pid_start=dl.process_start(parent)), heartbeat_age=1) is None
+    assert "another process now" in dl.why_gone(replace(me, pid=parent, pid_start="1"), heartbeat_age=1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert "no longer runs" in dl.why_gone(replace(me, pid=dead.pid), heartbeat_age=1)
+
+    # a stale record from another host is taken over; a fresh one is not
+    (tmp_path / dl.HOLDER_FILE).write_text(json.dumps(asdict(other_host)))
+    with pytest.raises(DirectoryHeld, match=r"-other"):
+        with hold_directory(tmp_path):
+            pass
+    old = time.time() - dl.STALE_AFTER_S - 60
+    os.utime(tmp_path / dl.HOLDER_FILE, (old, old))
+    with hold_directory(tmp_path):
+        pass
+
+
+def test_the_holder_refreshes_its_heartbeat(tmp_path):
+    with hold_directory(tmp_path, heartbeat_s=0.05):
+        record = tmp_path / dl.HOLDER_FILE
+        old = time.time() - 1000
+        os.utime(record, (old, old))
+        time.sleep(0.3)
+        assert time.time() - record.stat().st_mtime < 5
