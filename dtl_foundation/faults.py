@@ -69,9 +69,15 @@ def at_write(point: str, destination: Path, temporary: Path) -> None:
     fault = armed(point)
     if fault is None or not fnmatch.fnmatch(destination.name, fault.where or "*"):
         return
-    if point == "mid_write":
-        os.truncate(temporary, temporary.stat().st_size // 2)
-    act(fault, str(destination))
+    if point != "mid_write":
+        act(fault, str(destination))
+        return
+    written = temporary.read_bytes()
+    os.truncate(temporary, len(written) // 2)
+    try:
+        act(fault, str(destination))
+    finally:  # resumed after `stop`, or unwinding after `enospc`: the rest of the bytes follow, as a write would
+        temporary.write_bytes(written)
 
 
 def at_step(step: int) -> Fault | None:
