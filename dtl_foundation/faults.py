@@ -4,8 +4,9 @@
 
 Points: `mid_write` (an atomic write with half its bytes in the temporary file), `before_rename` (the temporary
 complete and synced, not yet renamed onto the destination), `after_step` (a training step done; `where` is the
-global step). For the write points `where` is a glob on the destination's file name (any file when absent). A
-fault fires once in a process; the tests run the command again without it.
+global step). For the write points `where` is a glob on the destination's file name (any file when absent),
+optionally followed by `#<n>`: the n-th matching write (the first when absent). A fault fires once in a process;
+the tests run the command again without it.
 
 Actions: `kill` (SIGKILL, as a preemption or an out-of-memory kill), `stop` (SIGSTOP: frozen until SIGCONT),
 `enospc` (OSError "No space left on device", as a full disk), `nan` (after_step only: the next batch's floating
@@ -25,6 +26,7 @@ FAULT_ENV = "DTL_FAULT"
 POINTS = ("mid_write", "before_rename", "after_step")
 ACTIONS = ("kill", "stop", "enospc", "nan")
 _fired: set[str] = set()
+_matches: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,13 @@ def act(fault: Fault, what: str) -> None:
 def at_write(point: str, destination: Path, temporary: Path) -> None:
     """A write point: at `mid_write` the temporary is first cut to half its bytes, as a kill mid-write leaves it."""
     fault = armed(point)
-    if fault is None or not fnmatch.fnmatch(destination.name, fault.where or "*"):
+    if fault is None:
+        return
+    pattern, _, nth = (fault.where or "*").partition("#")
+    if not fnmatch.fnmatch(destination.name, pattern):
+        return
+    _matches[pattern] = _matches.get(pattern, 0) + 1
+    if _matches[pattern] < int(nth or 1):
         return
     if point != "mid_write":
         act(fault, str(destination))
