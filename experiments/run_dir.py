@@ -108,8 +108,11 @@ def prepare_run(cfg: DictConfig) -> RunState:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("ckpt_path"):
         resume = Path(cfg.ckpt_path)
-        if not (resume.is_file() or is_complete_checkpoint(resume)):
+        if not resume.exists():
             raise FileNotFoundError(f"ckpt_path={resume}: no such checkpoint")
+        if not is_complete_checkpoint(resume):
+            raise ValueError(f"ckpt_path={resume}: not a complete checkpoint (a truncated file, or a DeepSpeed "
+                             "directory without its `latest` tag and states)")
     else:
         resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
     if is_rank_zero():

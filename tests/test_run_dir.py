@@ -54,3 +54,35 @@ def test_prepare_run_keeps_wandb_id_and_numbers_attempts(tmp_path):
         files = {p.name for p in (meta / attempt).iterdir()}
         assert {"config.yaml", "command.txt", "git.txt", "git.diff", "env.txt"} <= files
     assert "seed: 1" in (meta / "attempt_0" / "config.yaml").read_text()
+
+
+def run_cfg(tmp_path, **keys):
+    return OmegaConf.create({"paths": {"run_dir": str(tmp_path / "run")}, "resume": True, "ckpt_path": None,
+                             "seed": 1, **keys})
+
+
+def test_resume_false_starts_fresh_beside_a_complete_checkpoint(tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"global_step": 10}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert rd.prepare_run(run_cfg(tmp_path)).resume_checkpoint == tmp_path / "run" / "checkpoints" / "last.ckpt"
+    fresh = rd.prepare_run(run_cfg(tmp_path, resume=False))
+    assert fresh.resume_checkpoint is None and fresh.attempt == 1
+
+
+def test_ckpt_path_names_the_file_to_resume_and_a_bad_one_is_refused(tmp_path):
+    import pytest
+
+    other = tmp_path / "elsewhere.ckpt"
+    torch.save({"global_step": 3}, other)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"global_step": 10}, tmp_path / "run" / "checkpoints" / "last.ckpt")  # newer, but not asked for
+    assert rd.prepare_run(run_cfg(tmp_path, ckpt_path=str(other))).resume_checkpoint == other
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=.*missing.ckpt: no such checkpoint"):
+        rd.prepare_run(run_cfg(tmp_path, ckpt_path=str(tmp_path / "missing.ckpt")))
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(other.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"ckpt_path=.*cut.ckpt: not a complete checkpoint"):
+        rd.prepare_run(run_cfg(tmp_path, ckpt_path=str(cut)))
+    (tmp_path / "zero.ckpt").mkdir()  # a DeepSpeed directory without `latest`
+    with pytest.raises(ValueError, match=r"zero.ckpt: not a complete checkpoint"):
+        rd.prepare_run(run_cfg(tmp_path, ckpt_path=str(tmp_path / "zero.ckpt")))
