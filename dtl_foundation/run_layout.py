@@ -2,7 +2,8 @@
 
 In it: `checkpoints/` (best.ckpt, last.ckpt; `dtl export` adds *.fp32.ckpt beside DeepSpeed ZeRO directories),
 `hpc_ckpt_<n>.ckpt` (Lightning's requeue saves), `wandb_id`, `meta/attempt_<k>/` (resolved config, command line,
-git commit and diff of each launch) and `csv/attempt_<k>/metrics.csv`.
+git commit and diff of each launch), `csv/attempt_<k>/metrics.csv`, and `dtl.lock` with `dtl.lock.json` while a
+process holds the run (dtl_foundation.directory_lock).
 """
 
 from __future__ import annotations
