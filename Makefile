@@ -149,6 +149,7 @@ mutation: install
 	mkdir -p outputs/mutation
 	for cfg in benchmarks/mutation/*.toml; do name=$$(basename $$cfg .toml); \
 		$(MUTATION_VENV)/bin/cosmic-ray init $$cfg outputs/mutation/$$name.sqlite && \
+		$(MUTATION_VENV)/bin/cr-filter-operators outputs/mutation/$$name.sqlite $$cfg && \
 		OMP_NUM_THREADS=1 $(MUTATION_VENV)/bin/cosmic-ray exec $$cfg outputs/mutation/$$name.sqlite && \
 		$(MUTATION_VENV)/bin/cr-report --surviving-only --show-diff outputs/mutation/$$name.sqlite \
 			> outputs/mutation/$$name.survivors.txt && \
