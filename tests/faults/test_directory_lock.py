@@ -97,3 +97,25 @@ def test_the_holder_refreshes_its_heartbeat(tmp_path):
         os.utime(record, (old, old))
         time.sleep(0.3)
         assert time.time() - record.stat().st_mtime < 5
+
+
+def test_process_start_is_the_start_time_in_clock_ticks_since_boot():
+    """A process started now started `uptime` seconds after boot: field 22 of /proc/<pid>/stat, not a neighbour."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        uptime = float(open("/proc/uptime").read().split()[0])
+        started = int(dl.process_start(child.pid)) / os.sysconf("SC_CLK_TCK")
+        assert abs(uptime - started) < 5
+    finally:
+        child.kill()
+        child.wait()
+    assert dl.process_start(child.pid) is None  # gone
+
+
+def test_another_users_process_counts_as_running(monkeypatch):
+    """os.kill(pid, 0) on another user's process raises PermissionError: it runs (root, as here, never sees it)."""
+    def refuse(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(dl.os, "kill", refuse)
+    assert dl.pid_runs(12345)
