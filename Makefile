@@ -152,6 +152,5 @@ mutation: install
 		$(MUTATION_VENV)/bin/cr-filter-operators outputs/mutation/$$name.sqlite $$cfg && \
 		OMP_NUM_THREADS=1 $(MUTATION_VENV)/bin/cosmic-ray exec $$cfg outputs/mutation/$$name.sqlite && \
 		$(MUTATION_VENV)/bin/cr-report --surviving-only --show-diff outputs/mutation/$$name.sqlite \
-			> outputs/mutation/$$name.survivors.txt && \
-		true || exit 1; done
+			> outputs/mutation/$$name.survivors.txt || exit 1; done
 	$(PY) benchmarks/mutation/score.py outputs/mutation/*.sqlite
