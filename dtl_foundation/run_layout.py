@@ -77,6 +77,11 @@ class RunLayout:
         paths = list(self.checkpoints.glob("*.ckpt")) + list(self.root.glob("hpc_ckpt_*.ckpt"))
         return [p for p in paths if p.is_file() or (p / "latest").is_file()]
 
+    def temporaries(self) -> list[Path]:
+        """Atomic writes' temporary files (.NAME.XXXX.tmp) in the run: a killed writer's, once nobody holds the run."""
+        return [p for pattern in (".*.tmp", "checkpoints/.*.tmp", "meta/attempt_*/.*.tmp")
+                for p in self.root.glob(pattern)]
+
     def inference_checkpoint(self) -> Path | None:
         """The file to load for inference: best, else last, else their `dtl export` conversions."""
         return next((self.checkpoints / n for n in RUN_CHECKPOINTS + EXPORTED_CHECKPOINTS

@@ -136,4 +136,8 @@ def holding_run(cfg: DictConfig) -> Iterator[RunState]:
     (DirectoryHeld names the holder) before it writes anything there. Ranks other than 0 belong to rank 0's run."""
     run_dir = Path(cfg.paths.run_dir).resolve()
     with hold_directory(run_dir, what="run directory") if is_rank_zero() else nullcontext():
+        if is_rank_zero():  # held: whatever temporary file is here, its writer is gone
+            for leftover in RunLayout(run_dir).temporaries():
+                log.warning("removing %s, left by a killed write", leftover)
+                leftover.unlink()
         yield prepare_run(cfg)

@@ -14,7 +14,7 @@ def load(path):
     return torch.load(path, weights_only=False)
 
 
-@pytest.mark.parametrize("fault", ["mid_write:kill:wandb_id", "before_rename:kill:config.yaml"])
+@pytest.mark.parametrize("fault", ["mid_write:kill:wandb_id"])
 def test_a_kill_inside_a_run_record_write_then_the_same_command_completes(tiny_corpus, tmp_path, fault):
     args = tiny_run_args(tiny_corpus, "rec", steps=20)
     run_dir = tmp_path / "outputs" / "baseline_demo" / "rec"
@@ -36,6 +36,25 @@ def test_a_kill_inside_a_run_record_write_then_the_same_command_completes(tiny_c
         assert wandb_id == killed_id  # the id written before the kill is kept
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].name.endswith(wandb_id)
+
+
+@pytest.mark.parametrize("fault", ["mid_write:kill:last.ckpt#2", "before_rename:enospc:last.ckpt#2"])
+def test_a_kill_or_a_full_disk_inside_a_checkpoint_write_keeps_the_previous_one(tiny_corpus, tmp_path, fault):
+    """last.ckpt is saved at steps 10, 20, 30: the second save dies; the step-10 file stays whole and the same
+    command resumes from it."""
+    args = tiny_run_args(tiny_corpus, "ckpt", steps=30)
+    last = tmp_path / "outputs" / "baseline_demo" / "ckpt" / "checkpoints" / "last.ckpt"
+    code, out = finish(dtl("train", args, run_env(tmp_path, fault)))
+    if "enospc" in fault:
+        assert code == 1 and f"No space left on device (injected by DTL_FAULT): '{last}'" in out, out
+    else:
+        assert code == -9, out
+    assert load(last)["global_step"] == 10
+
+    code, out = finish(dtl("train", args, run_env(tmp_path)))
+    assert code == 0, out
+    assert f"resuming from {last}" in out and load(last)["global_step"] == 30
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no temporary left beside it
 
 
 def test_a_truncated_last_checkpoint_resumes_from_the_newest_valid_one_with_a_warning(tiny_corpus, tmp_path):
