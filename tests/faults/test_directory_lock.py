@@ -33,9 +33,11 @@ def holder_process(directory, seconds: float) -> subprocess.Popen:
 def test_a_second_process_is_refused_with_the_holders_name_then_gets_it_after(tmp_path):
     first = holder_process(tmp_path, 60)
     try:
+        started = time.monotonic()
         with pytest.raises(DirectoryHeld, match=rf"in use by pid {first.pid} on .*since .*-c"):
             with hold_directory(tmp_path):
                 pass
+        assert time.monotonic() - started < 0.5  # at once, no waiting for the lock
     finally:
         first.kill()
         first.wait()
@@ -70,8 +72,13 @@ def test_takeover_rules_for_other_hosts_requeues_and_reused_pids(tmp_path, monke
     assert "no heartbeat from" in dl.why_gone(other_host, heartbeat_age=dl.STALE_AFTER_S + 1)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert "same Slurm job 4242" in dl.why_gone(replace(other_host, slurm_job="4242"), heartbeat_age=1)
-    assert dl.why_gone(replace(other_host, slurm_job="4243"), heartbeat_age=1) is None
+    assert ", Slurm job 4242, " in replace(other_host, slurm_job="4242").describe()
+    assert "Slurm" not in other_host.describe()
+    for job in ("4241", "4243"):
+        assert dl.why_gone(replace(other_host, slurm_job=job), heartbeat_age=1) is None
     monkeypatch.delenv("SLURM_JOB_ID")
+    same_pid = json.loads(json.dumps(asdict(me)))["pid"]  # as read back from a record: equal, not the same object
+    assert "is this process now" in dl.why_gone(replace(me, pid=same_pid), heartbeat_age=1)
     parent = os.getppid()  # alive, on this host
     assert dl.why_gone(replace(me, pid=parent, pid_start=dl.process_start(parent)), heartbeat_age=1) is None
     assert "another process now" in dl.why_gone(replace(me, pid=parent, pid_start="1"), heartbeat_age=1)
@@ -86,6 +93,9 @@ def test_takeover_rules_for_other_hosts_requeues_and_reused_pids(tmp_path, monke
             pass
     old = time.time() - dl.STALE_AFTER_S - 60
     os.utime(tmp_path / dl.HOLDER_FILE, (old, old))
+    assert dl.read_holder(tmp_path)[1] == pytest.approx(dl.STALE_AFTER_S + 60, abs=5)
+    with hold_directory(tmp_path / "new" / "nested"):  # created, parents too
+        pass
     with hold_directory(tmp_path):
         pass
 
@@ -99,9 +109,13 @@ def test_the_holder_refreshes_its_heartbeat(tmp_path):
         assert time.time() - record.stat().st_mtime < 5
 
 
-def test_process_start_is_the_start_time_in_clock_ticks_since_boot():
-    """A process started now started `uptime` seconds after boot: field 22 of /proc/<pid>/stat, not a neighbour."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+def test_process_start_is_the_start_time_in_clock_ticks_since_boot(tmp_path):
+    """A process started now started `uptime` seconds after boot: field 22 of /proc/<pid>/stat, not a neighbour,
+    also when the program's name has a parenthesis in it."""
+    odd = tmp_path / "python) (x"
+    odd.symlink_to(sys.executable)
+    child = subprocess.Popen([str(odd), "-c", "import time; time.sleep(30)"])
+    time.sleep(0.2)
     try:
         uptime = float(open("/proc/uptime").read().split()[0])
         started = int(dl.process_start(child.pid)) / os.sysconf("SC_CLK_TCK")
