@@ -126,6 +126,18 @@ def test_process_start_is_the_start_time_in_clock_ticks_since_boot(tmp_path):
     assert dl.process_start(child.pid) is None  # gone
 
 
+def test_asking_whether_a_process_runs_sends_it_nothing():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.2)
+        assert dl.pid_runs(child.pid)
+        time.sleep(0.2)
+        assert child.poll() is None  # signal 0 probes; any other would have ended it
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_another_users_process_counts_as_running(monkeypatch):
     """os.kill(pid, 0) on another user's process raises PermissionError: it runs (root, as here, never sees it)."""
     def refuse(pid, sig):
