@@ -147,8 +147,7 @@ mutation: install
 	test -x $(MUTATION_VENV)/bin/cosmic-ray || ($(PYTHON) -m venv $(MUTATION_VENV) && \
 		$(MUTATION_VENV)/bin/pip install --quiet cosmic-ray==8.7.0)
 	mkdir -p outputs/mutation
-	# SIGHUP ignored: a mutant of directory_lock.pid_runs signals the test's parent, cosmic-ray itself
-	trap '' HUP; for cfg in benchmarks/mutation/*.toml; do name=$$(basename $$cfg .toml); \
+	for cfg in benchmarks/mutation/*.toml; do name=$$(basename $$cfg .toml); \
 		$(MUTATION_VENV)/bin/cosmic-ray init $$cfg outputs/mutation/$$name.sqlite && \
 		$(MUTATION_VENV)/bin/cr-filter-operators outputs/mutation/$$name.sqlite $$cfg && \
 		OMP_NUM_THREADS=1 $(MUTATION_VENV)/bin/cosmic-ray exec $$cfg outputs/mutation/$$name.sqlite && \

@@ -79,9 +79,15 @@ def test_takeover_rules_for_other_hosts_requeues_and_reused_pids(tmp_path, monke
     monkeypatch.delenv("SLURM_JOB_ID")
     same_pid = json.loads(json.dumps(asdict(me)))["pid"]  # as read back from a record: equal, not the same object
     assert "is this process now" in dl.why_gone(replace(me, pid=same_pid), heartbeat_age=1)
-    parent = os.getppid()  # alive, on this host
-    assert dl.why_gone(replace(me, pid=parent, pid_start=dl.process_start(parent)), heartbeat_age=1) is None
-    assert "another process now" in dl.why_gone(replace(me, pid=parent, pid_start="1"), heartbeat_age=1)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # on this host
+    try:
+        time.sleep(0.1)
+        started = dl.process_start(alive.pid)
+        assert dl.why_gone(replace(me, pid=alive.pid, pid_start=started), heartbeat_age=1) is None
+        assert "another process now" in dl.why_gone(replace(me, pid=alive.pid, pid_start="1"), heartbeat_age=1)
+    finally:
+        alive.kill()
+        alive.wait()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert "no longer runs" in dl.why_gone(replace(me, pid=dead.pid), heartbeat_age=1)
