@@ -158,3 +158,13 @@ def test_the_saved_config_is_resolved_and_resume_is_the_default(tmp_path, monkey
 def test_git_missing_is_noted_not_fatal(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
     assert rd._git("rev-parse", "HEAD").startswith("git unavailable:")
+
+
+def test_git_records_this_repository():
+    from pathlib import Path
+
+    import pytest
+
+    if not (Path(rd.__file__).resolve().parents[1] / ".git").exists():
+        pytest.skip("not a git checkout: nothing for git to record")
+    assert Path(rd._git("rev-parse", "--show-toplevel").strip()) == Path(rd.__file__).resolve().parents[1]
