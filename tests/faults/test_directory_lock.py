@@ -49,6 +49,14 @@ def test_a_second_process_is_refused_with_the_holders_name_then_gets_it_after(tm
     assert not (tmp_path / dl.HOLDER_FILE).exists()  # released: no record left
 
 
+def test_a_second_hold_in_the_same_process_is_refused_too(tmp_path):
+    """`dtl sweep` holds its sweep while it runs; nothing in the same process may take the directory again."""
+    with hold_directory(tmp_path):
+        with pytest.raises(DirectoryHeld, match=rf"in use by pid {os.getpid()} "):
+            with hold_directory(tmp_path):
+                pass
+
+
 def test_a_record_alone_still_refuses_while_its_holder_lives(tmp_path):
     """A file system whose locks do not reach the other process: the record and the heartbeat still decide."""
     first = holder_process(tmp_path / "elsewhere", 60)
@@ -69,6 +77,7 @@ def test_takeover_rules_for_other_hosts_requeues_and_reused_pids(tmp_path, monke
     me = Holder.this_process()
     other_host = replace(me, host=me.host + "-other", pid=1)
     assert dl.why_gone(other_host, heartbeat_age=10) is None
+    assert dl.why_gone(replace(other_host, host=""), heartbeat_age=10) is None  # a name sorting before this one
     assert "no heartbeat from" in dl.why_gone(other_host, heartbeat_age=dl.STALE_AFTER_S + 1)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     assert "same Slurm job 4242" in dl.why_gone(replace(other_host, slurm_job="4242"), heartbeat_age=1)
