@@ -121,13 +121,14 @@ def test_holding_run_holds_on_rank_zero_only_and_clears_killed_writes(tmp_path, 
 
     from dtl_foundation.directory_lock import DirectoryHeld, hold_directory
 
-    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"):
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK", rd.ATTEMPT_ENV):
         monkeypatch.delenv(var, raising=False)
     leftover = tmp_path / "run" / "checkpoints" / ".last.ckpt.ab12cd.tmp"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half")
     with rd.holding_run(run_cfg(tmp_path)) as state:
         assert state.attempt == 0 and not leftover.exists()
+        assert rd.os.environ[rd.ATTEMPT_ENV] == "0"  # for the ranks Lightning starts from this process
         with pytest.raises(DirectoryHeld):
             with hold_directory(tmp_path / "run"):
                 pass
@@ -136,11 +137,16 @@ def test_holding_run_holds_on_rank_zero_only_and_clears_killed_writes(tmp_path, 
     monkeypatch.setenv("RANK", "1")  # a rank of rank 0's run: no lock of its own, rank 0 holds the run
     with hold_directory(tmp_path / "run"):
         with rd.holding_run(run_cfg(tmp_path)) as state:
-            assert state.run_dir == tmp_path / "run"
+            assert state.run_dir == tmp_path / "run" and state.attempt == 0  # rank 0's attempt, not a new one
 
 
-def test_the_saved_config_is_resolved_and_resume_is_the_default(tmp_path, monkeypatch):
+def test_the_saved_config_is_resolved_and_resume_is_the_default(tmp_path, monkeypatch, caplog):
+    import logging
     import re
+
+    caplog.set_level(logging.INFO, logger="experiments.run_dir")
+    assert rd.prepare_run(run_cfg(tmp_path / "new" / "nested")).resume_checkpoint is None  # created, parents too
+    assert "starting fresh" in caplog.text and "resuming from" not in caplog.text
 
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(var, raising=False)
@@ -150,6 +156,7 @@ def test_the_saved_config_is_resolved_and_resume_is_the_default(tmp_path, monkey
     torch.save({"global_step": 1}, tmp_path / "run" / "checkpoints" / "last.ckpt")
     state = rd.prepare_run(cfg)  # no `resume` key: resume
     assert state.resume_checkpoint == tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert f"resuming from {state.resume_checkpoint}" in caplog.text
     assert f"where: {tmp_path}/run/x" in (tmp_path / "run" / "meta" / "attempt_0" / "config.yaml").read_text()
     assert re.fullmatch(r"[0-9a-f]{8}", state.wandb_id)
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", rd.resolve_run_id())
