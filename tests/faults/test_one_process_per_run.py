@@ -6,10 +6,13 @@ import json
 import signal
 import time
 
+import pytest
 import torch
 
 from dtl_foundation.directory_lock import HOLDER_FILE
 from fault_helpers import dtl, finish, run_env, tiny_run_args, wait_until_stopped
+
+pytestmark = pytest.mark.slow  # real `dtl` launches, ~20-60 s each
 
 
 def test_a_second_dtl_train_on_a_held_run_stops_at_once_and_the_first_finishes(tiny_corpus, tmp_path):

@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import yaml
 
 from fault_helpers import dtl, finish, run_env
+
+pytestmark = pytest.mark.slow  # real `dtl` launches, ~20-60 s each
 
 FAST = ["experiment=baseline_demo", "debug=fast", "data.build_demo=false", "trainer.max_steps=2",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "callbacks.blendshape_figure=null",

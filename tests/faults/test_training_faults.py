@@ -9,6 +9,8 @@ import torch
 
 from fault_helpers import dtl, finish, run_env, tiny_run_args
 
+pytestmark = pytest.mark.slow  # real `dtl` launches, ~20-60 s each
+
 
 def load(path):
     return torch.load(path, weights_only=False)
