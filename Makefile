@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-stamp
 # one worker per core; tests sharing a trained model or the local Slurm stay on one worker (tests/conftest.py)
 PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
 
-.PHONY: install sysdeps demo test test-fast bench clean-demo
+.PHONY: install sysdeps demo test test-fast bench clean-demo mutation
 
 # System packages first (sysdeps/debian.toml, the one list): what the target needs, checked by what it provides,
 # installed with apt-get when missing (as root, or through `sudo -n`); otherwise it stops here with the command.
@@ -139,3 +139,20 @@ gpu-kit:
 	echo "gpu kit: .whl $$whl MiB ($$(ls .whl | wc -l) wheels), .gl $$gl MiB, .gl/extra $$extra MiB"; \
 	echo "travels: tracked $$tree + untracked $$untracked + kit = $$total MiB (64 at most; here $(GPU_KIT_MAX_MIB))"; \
 	awk -v t=$$total -v m=$(GPU_KIT_MAX_MIB) 'BEGIN {exit t > m}'
+
+# Mutation testing, not part of `make test` (about half an hour on 2 cores): cosmic-ray, in its own venv (it needs a
+# newer click than syncnet-python's scenedetect allows), over each module of benchmarks/mutation/*.toml with that
+# module's tests. It edits the module in place while it runs (and restores it): edit nothing meanwhile. Sessions and
+# the surviving mutants' diffs go to outputs/mutation/; the scores are in benchmarks/README.md.
+MUTATION_VENV := .venv-mutation
+mutation: install
+	test -x $(MUTATION_VENV)/bin/cosmic-ray || ($(PYTHON) -m venv $(MUTATION_VENV) && \
+		$(MUTATION_VENV)/bin/pip install --quiet cosmic-ray==8.7.0)
+	mkdir -p outputs/mutation
+	for cfg in benchmarks/mutation/*.toml; do name=$$(basename $$cfg .toml); \
+		$(MUTATION_VENV)/bin/cosmic-ray init $$cfg outputs/mutation/$$name.sqlite && \
+		$(MUTATION_VENV)/bin/cr-filter-operators outputs/mutation/$$name.sqlite $$cfg && \
+		OMP_NUM_THREADS=1 $(MUTATION_VENV)/bin/cosmic-ray exec $$cfg outputs/mutation/$$name.sqlite && \
+		$(MUTATION_VENV)/bin/cr-report --surviving-only --show-diff outputs/mutation/$$name.sqlite \
+			> outputs/mutation/$$name.survivors.txt || exit 1; done
+	$(PY) benchmarks/mutation/score.py outputs/mutation/*.sqlite

@@ -11,6 +11,8 @@ from typing import Iterator
 
 import numpy as np
 
+from dtl_foundation import faults
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -28,8 +30,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        faults.at_write("mid_write", path, tmp_path)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        faults.at_write("before_rename", path, tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
         os.replace(tmp_path, path)
     finally:

@@ -2,7 +2,8 @@
 
 In it: `checkpoints/` (best.ckpt, last.ckpt; `dtl export` adds *.fp32.ckpt beside DeepSpeed ZeRO directories),
 `hpc_ckpt_<n>.ckpt` (Lightning's requeue saves), `wandb_id`, `meta/attempt_<k>/` (resolved config, command line,
-git commit and diff of each launch) and `csv/attempt_<k>/metrics.csv`.
+git commit and diff of each launch), `csv/attempt_<k>/metrics.csv`, and `dtl.lock` with `dtl.lock.json` while a
+process holds the run (dtl_foundation.directory_lock).
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class RunLayout:
         """checkpoints/*.ckpt and requeue saves that are files or DeepSpeed directories (completeness unchecked)."""
         paths = list(self.checkpoints.glob("*.ckpt")) + list(self.root.glob("hpc_ckpt_*.ckpt"))
         return [p for p in paths if p.is_file() or (p / "latest").is_file()]
+
+    def temporaries(self) -> list[Path]:
+        """Atomic writes' temporary files (.NAME.XXXX.tmp) in the run: a killed writer's, once nobody holds the run."""
+        return [p for pattern in (".*.tmp", "checkpoints/.*.tmp", "meta/attempt_*/.*.tmp")
+                for p in self.root.glob(pattern)]
 
     def inference_checkpoint(self) -> Path | None:
         """The file to load for inference: best, else last, else their `dtl export` conversions."""

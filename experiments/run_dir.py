@@ -14,12 +14,15 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
 from dtl_foundation.atomic_files import atomic_write_text
+from dtl_foundation.directory_lock import hold_directory
 from dtl_foundation.run_layout import RunLayout, is_zero_checkpoint
 from dtl_foundation.slurm import is_rank_zero, slurm_job_id
 
@@ -105,8 +108,11 @@ def prepare_run(cfg: DictConfig) -> RunState:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("ckpt_path"):
         resume = Path(cfg.ckpt_path)
-        if not (resume.is_file() or is_complete_checkpoint(resume)):
+        if not resume.exists():
             raise FileNotFoundError(f"ckpt_path={resume}: no such checkpoint")
+        if not is_complete_checkpoint(resume):
+            raise ValueError(f"ckpt_path={resume}: not a complete checkpoint (a truncated file, or a DeepSpeed "
+                             "directory without its `latest` tag and states)")
     else:
         resume = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
     if is_rank_zero():
@@ -122,3 +128,16 @@ def prepare_run(cfg: DictConfig) -> RunState:
     log.info("run directory %s (attempt %d); %s; W&B id %s", run_dir, attempt,
              f"resuming from {resume}" if resume else "starting fresh", state.wandb_id)
     return state
+
+
+@contextmanager
+def holding_run(cfg: DictConfig) -> Iterator[RunState]:
+    """prepare_run while this process holds the run directory: a second launch on the same run stops at once
+    (DirectoryHeld names the holder) before it writes anything there. Ranks other than 0 belong to rank 0's run."""
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    with hold_directory(run_dir, what="run directory") if is_rank_zero() else nullcontext():
+        if is_rank_zero():  # held: whatever temporary file is here, its writer is gone
+            for leftover in RunLayout(run_dir).temporaries():
+                log.warning("removing %s, left by a killed write", leftover)
+                leftover.unlink()
+        yield prepare_run(cfg)

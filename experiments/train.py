@@ -11,8 +11,9 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dtl_foundation.faults import FAULT_ENV
 from experiments.config import CONFIG_DIR
-from experiments.run_dir import prepare_run, resolve_run_id
+from experiments.run_dir import RunState, holding_run, resolve_run_id
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,11 @@ def instantiate_group(group: DictConfig | None) -> list:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (resuming when the run directory holds a checkpoint), then test the best checkpoint."""
     L.seed_everything(cfg.seed, workers=True)
-    state = prepare_run(cfg)
+    with holding_run(cfg) as state:
+        return _fit_and_test(cfg, state)
+
+
+def _fit_and_test(cfg: DictConfig, state: RunState) -> dict[str, float]:
     uses_wandb = "wandb" in (cfg.get("logger") or {})
     with open_dict(cfg):
         if uses_wandb:
@@ -41,6 +46,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if os.environ.get(FAULT_ENV):  # the tests' injected faults (dtl_foundation.faults)
+        from lightning_modules.callbacks.step_faults import StepFaults
+
+        callbacks.append(StepFaults())
     loggers = instantiate_group(cfg.get("logger"))
     try:
         trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

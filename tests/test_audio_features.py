@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import shutil
-import signal
 import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -277,75 +272,4 @@ def test_precompute_reports_counts_and_errors(tmp_path, clips):
     assert cache.stats == {"hits": 6, "misses": 6, "corrupt": 0}
 
 
-FPS_VALUES = (25, 30, 60, 24, 50, 48, 29.97, 59.94, 23.976, 100, 20, 15)
-FILLER = textwrap.dedent(f"""
-    import sys, time
-    from pathlib import Path
-    import numpy as np
-    from datamodules.feature_cache import FeatureCache, precompute_features
-    from datamodules.features import FeatureConfig, compute_features
-    root, ready, go = (Path(arg) for arg in sys.argv[1:4])
-    rounds, paths = int(sys.argv[4]), sys.argv[5:]
-    compute_features(np.zeros(1600, np.float32), 25, FeatureConfig())  # warm librosa before the race
-    ready.touch()
-    while not go.exists():
-        time.sleep(0.001)
-    for fps in {FPS_VALUES}[:rounds]:
-        precompute_features(paths, FeatureCache(root, FeatureConfig()), fps, progress=False)
-""")
-
-
-def start_fillers(tmp_path: Path, clips: list[Path], count: int, rounds: int) -> list[subprocess.Popen]:
-    """`count` processes that each fill the cache for `rounds` frame rates, all released at the same instant."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), **{COMPUTATION_LOG_ENV: str(tmp_path / "computations.log")})
-    procs = [subprocess.Popen([sys.executable, "-c", FILLER, str(tmp_path / "cache"), str(tmp_path / f"ready{i}"),
-                               str(tmp_path / "go"), str(rounds), *map(str, clips)], env=env)
-             for i in range(count)]
-    deadline = time.monotonic() + 60
-    while not all((tmp_path / f"ready{i}").exists() for i in range(count)):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "filler did not start"
-        time.sleep(0.01)
-    (tmp_path / "go").touch()
-    return procs
-
-
-def assert_entries_match_direct_computation(root: Path, clips: list[Path], fps_values) -> int:
-    cfg = FeatureConfig()
-    cache = FeatureCache(root, cfg)
-    found = 0
-    for clip in clips:
-        wave = load_audio(clip)
-        for fps in fps_values:
-            entry = cache.entry_path(clip, fps)
-            if entry.exists():
-                # Not bit-equal: the fillers run BLAS single-threaded, which sums the mel projection in another order.
-                np.testing.assert_allclose(np.load(entry, allow_pickle=False), compute_features(wave, fps, cfg),
-                                           rtol=1e-6, atol=1e-4)
-                found += 1
-    return found
-
-
-def test_two_processes_fill_one_cache_at_once(tmp_path, clips):
-    procs = start_fillers(tmp_path, clips, count=2, rounds=2)
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    assert assert_entries_match_direct_computation(tmp_path / "cache", clips, (25, 30)) == 2 * len(clips)
-    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
-    computed = computations(tmp_path / "computations.log")
-    assert 2 * len(clips) <= len(computed) <= 4 * len(clips)
-
-
-def test_a_killed_filler_leaves_no_partial_entry(tmp_path, clips):
-    (proc,) = start_fillers(tmp_path, clips, count=1, rounds=len(FPS_VALUES))  # ~0.7 s of writes to interrupt
-    while len(computations(tmp_path / "computations.log")) < 15 and proc.poll() is None:
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    root = tmp_path / "cache"
-    partial = assert_entries_match_direct_computation(root, clips, FPS_VALUES)
-    assert 15 <= partial < len(clips) * len(FPS_VALUES), "the kill should land mid-run"
-    cache = FeatureCache(root, FeatureConfig())
-    cache.remove_stale_temp_files(max_age_s=0)  # whatever temp file the kill left behind
-    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
-    for fps in FPS_VALUES:
-        precompute_features(clips, cache, fps, progress=False)
-    assert cache.stats["corrupt"] == 0 and cache.stats["hits"] == partial
+# Faults inside cache writes (kills, a writer frozen mid-write, a full disk): tests/faults/test_feature_cache_faults.py

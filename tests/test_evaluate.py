@@ -165,3 +165,41 @@ def test_wandb_table_takes_videos_a_metric_could_not_score(tmp_path):
     [run_file] = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     summary = inspect_wandb_file(run_file, summary=True)["summary"]
     assert summary["eval/psnr"] == {"max": 30.5} and summary["eval/m_lmd"] == {"min": 2.0}
+
+
+def test_a_held_output_directory_stops_a_second_dtl_eval(tmp_path):
+    """Another process holds the output directory: dtl eval stops naming it and writes nothing there."""
+    hold = ("import sys, time\nfrom dtl_foundation.directory_lock import hold_directory\n"
+            "with hold_directory(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "out")], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = subprocess.run([sys.executable, "-m", "experiments.cli", "eval", str(tmp_path / "gen"), "--metrics",
+                               "cpbd", "--out", str(tmp_path / "out"), "--no-wandb"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 1 and f"in use by pid {holder.pid}" in done.stderr, done.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_metrics_json_is_strict_json_with_inf_and_nan(tmp_path):
+    """Python's json writes Infinity and NaN, which strict parsers (JavaScript, jq) refuse; write_outputs does not."""
+    from experiments.evaluate.report import write_outputs
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+    result = {"generated": "g", "reference": "r", "options": {}, "skipped": {}, "failed": {}, "counts": {"psnr": 2},
+              "notes": {}, "seconds": {"psnr": 1.0},
+              "metrics": {"psnr": float("inf"), "lse_d": float("nan"), "range": (float("-inf"), 1.0)},
+              "per_video": [{"video": "a.mp4", "psnr": float("inf")}, {"video": "b.mp4", "psnr": float("nan")}]}
+    broken = json.dumps(result)  # the broken variant: plain json.dumps
+    with pytest.raises(pytest.fail.Exception, match="Infinity"):
+        strict(broken)
+    paths = write_outputs(tmp_path, result)
+    written = strict(paths["json"].read_text())
+    assert written["metrics"] == {"psnr": "inf", "lse_d": "nan", "range": ["-inf", 1.0]}
+    assert [r["psnr"] for r in written["per_video"]] == ["inf", "nan"]

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -277,40 +276,69 @@ def _small_video_corpus(rendered_corpus: Path, root: Path, clips: int) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_killed_extraction_resumes_with_every_clip_exactly_once(rendered_corpus, tmp_path, cache_dir):
-    """SIGKILL in the middle of a run; the same command then finishes: each clip extracted once, nothing partial."""
-    corpus = _small_video_corpus(rendered_corpus, tmp_path / "corpus", 4)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "experiments.cli", "data", "extract", str(corpus), "--out", str(out)]
-    env = dict(os.environ, DTL_CACHE_DIR=str(Path(cache_dir).parent))  # the calibration made by the fixtures
-    records = out / "extraction" / "clips"
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline and process.poll() is None:
-        if records.is_dir() and len(list(records.glob("*.json"))) >= 1:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, f"the run ended before it could be killed:\n{process.stdout.read().decode()}"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    first = {p.stem: p.stat().st_mtime_ns for p in records.glob("*.json")}
-    assert 1 <= len(first) < 4, first
-    assert len(list(out.glob("*/arkit/*/*/*.npy"))) <= len(first) + 1  # at most the clip being written
+EXTRACT_WITH_WRITER = """
+import sys
+import numpy as np
+from dtl_foundation import faults
+import datamodules.extraction.extract as extract
+from experiments.cli import main
 
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=170)
+def in_place_save(path, array):  # the broken variant: the track itself is written, a kill leaves half of it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    faults.at_write("mid_write", path, path)
+
+if sys.argv[1] == "in_place":
+    extract.atomic_save_npy = in_place_save
+sys.exit(main(["data", "extract", *sys.argv[2:]]))
+"""
+
+
+def partial_tracks(out: Path) -> list[str]:
+    """Visible tracks that do not load as a whole (frames, 52) array."""
+    bad = []
+    for path in out.glob("*/arkit/*/*/*.npy"):
+        try:
+            track = np.load(path)
+            assert track.ndim == 2 and track.shape[1] == 52 and np.isfinite(track).all()
+        except (ValueError, OSError, EOFError, AssertionError):
+            bad.append(str(path.relative_to(out)))
+    return bad
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writer", ["atomic", "in_place"])
+def test_a_kill_inside_a_track_write_leaves_no_partial_track_and_resumes(rendered_corpus, tmp_path, cache_dir,
+                                                                         writer):
+    """SIGKILL half-way through writing the second clip's track (its head pose is written before it, so the
+    fourth .npy); the same command then finishes: each clip extracted once, none redone. The in-place writer (the
+    broken variant) leaves a partial track."""
+    corpus = _small_video_corpus(rendered_corpus, tmp_path / "corpus", 3)
+    out = tmp_path / "out"
+    env = dict(os.environ, DTL_CACHE_DIR=str(Path(cache_dir).parent))  # the calibration made by the fixtures
+    command = [sys.executable, "-c", EXTRACT_WITH_WRITER, writer, str(corpus), "--out", str(out)]
+    killed = subprocess.run(command, cwd=REPO, env=dict(env, DTL_FAULT="mid_write:kill:*.npy#4"),
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    records = out / "extraction" / "clips"
+    first = {p.stem: p.stat().st_mtime_ns for p in records.glob("*.json")}
+    assert len(first) == 1, first
+    if writer == "in_place":
+        assert len(partial_tracks(out)) == 1
+        return
+    assert partial_tracks(out) == [] and len(list(out.glob("*/arkit/*/*/*.npy"))) == 1
+
+    done = subprocess.run([sys.executable, "-m", "experiments.cli", "data", "extract", str(corpus), "--out",
+                           str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{4 - len(first)} clips extracted, {len(first)} already done, 0 failed" in done.stdout
-    final = sorted(out.glob("*/arkit/*/*/*.npy"))
-    assert len(final) == 4 and len({p.relative_to(out) for p in final}) == 4
+    assert "2 clips extracted, 1 already done, 0 failed" in done.stdout
+    assert partial_tracks(out) == [] and len(list(out.glob("*/arkit/*/*/*.npy"))) == 3
     assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
-    for clip_id, mtime in first.items():  # the clips of the killed run were not redone
+    for clip_id, mtime in first.items():  # the clip of the killed run was not redone
         assert (records / f"{clip_id}.json").stat().st_mtime_ns == mtime
-    for path in final:
-        track = np.load(path)
-        assert track.shape[1] == 52 and np.isfinite(track).all()
     summary = json.loads((out / "extraction" / "summary.json").read_text())
-    assert summary["clips"] == 4 and summary["failed"] == [] and summary["skipped_done"] == len(first)
+    assert summary["clips"] == 3 and summary["failed"] == [] and summary["skipped_done"] == 1
 
 
 def test_shards_partition_the_clips_and_the_options_are_checked(tmp_path):

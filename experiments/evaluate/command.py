@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dtl_foundation.directory_lock import DirectoryHeld, hold_directory
 from dtl_foundation.media.video_read import VideoReadError, read_video
 from experiments.evaluate.inputs import EvaluationInputError, VideoPair, match_videos
 from experiments.evaluate.report import log_to_wandb, write_outputs
@@ -225,6 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         generated, reference, group = made.videos, reference or made.corpus, group or made.group
     out = args.out or generated.resolve().parent / f"eval_{generated.resolve().stem}"
     try:
+        with hold_directory(out, what="evaluation output directory"):
+            return evaluate_into(out, generated, reference, group, options, args)
+    except DirectoryHeld as e:
+        print(f"dtl eval: error: {e}", file=sys.stderr)
+        return 1
+
+
+def evaluate_into(out: Path, generated: Path, reference: Path | None, group: str | None, options: EvalOptions,
+                  args: argparse.Namespace) -> int:
+    """Evaluate, write metrics.json, per_video.csv and metrics.md into `out` (held by this process), log to W&B."""
+    try:
         result = evaluate(generated, reference, options, on_error=args.on_error)
         if args.controls:
             from experiments.evaluate.controls import run_controls
@@ -238,12 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_outputs(out, result)
     if not args.no_wandb:
         result["wandb_dir"] = log_to_wandb(result, out, group, args.project, args.name)
-    for group, reason in result["skipped"].items():
-        print(f"dtl eval: {group} not computed: {reason}", file=sys.stderr)
+    for skipped, reason in result["skipped"].items():
+        print(f"dtl eval: {skipped} not computed: {reason}", file=sys.stderr)
     print(paths["markdown"].read_text())
     print(f"written: {', '.join(str(p) for p in paths.values())}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ def json_number(value: Any) -> Any:
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
         return {k: json_number(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [json_number(v) for v in value]
     return value
 
@@ -112,7 +112,7 @@ def per_video_csv(rows: list[dict[str, Any]]) -> str:
 
 def write_outputs(out_dir: Path, result: dict[str, Any]) -> dict[str, Path]:
     paths = {"json": out_dir / "metrics.json", "csv": out_dir / "per_video.csv", "markdown": out_dir / "metrics.md"}
-    atomic_write_text(paths["json"], json.dumps(json_number(result), indent=1) + "\n")
+    atomic_write_text(paths["json"], json.dumps(json_number(result), indent=1, allow_nan=False) + "\n")
     atomic_write_text(paths["csv"], per_video_csv(result["per_video"]))
     atomic_write_text(paths["markdown"], markdown_table(result))
     return paths

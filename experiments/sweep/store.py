@@ -12,9 +12,7 @@ Every file is written atomically; Slurm array tasks each write only their own st
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +22,7 @@ from typing import Any, Iterator
 import yaml
 
 from dtl_foundation.atomic_files import atomic_write_text
+from dtl_foundation.directory_lock import DirectoryHeld, hold_directory
 
 STATES = ("pending", "running", "done", "failed")
 
@@ -146,20 +145,8 @@ class SweepStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the sweep for one `dtl sweep` at a time (a second one on the same sweep stops with a message)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".lock"
-        with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                raise SweepStateError(f"another dtl sweep is running this sweep ({self.root}; "
-                                      f"pid {f.read().strip() or '?'})") from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
-            try:
+        try:
+            with hold_directory(self.root, what="sweep"):
                 yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        except DirectoryHeld as e:
+            raise SweepStateError(f"another dtl sweep is running this sweep: {e}") from None
