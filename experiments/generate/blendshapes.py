@@ -19,7 +19,7 @@ from dtl_foundation.arkit_live_link import FRAME_RATES, LiveLinkTrack, write_liv
 from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from dtl_foundation.mead import EMOTION_INDEX
-from experiments.generate.take_files import input_stems, take_finished
+from experiments.generate.take_files import audio_inputs, input_stems, take_finished
 from lightning_modules.diffusion import SAMPLERS
 from lightning_modules.emotion_requests import (EmotionMix, mix_vector, parse_emotion, read_emotion_schedule,
                                                 schedule_vectors)
@@ -195,9 +195,7 @@ def take_name(ns: argparse.Namespace) -> str:
 
 
 def cmd_blendshapes(ns: argparse.Namespace) -> int:
-    audio_files = [Path(a) for a in ns.audio]
-    if ns.audio_list:
-        audio_files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
+    audio_files = audio_inputs(ns)
     try:
         stems = input_stems(audio_files)
         takes = emotion_takes(ns)

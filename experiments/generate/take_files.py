@@ -9,6 +9,20 @@ from collections import defaultdict
 from pathlib import Path
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".m4a", ".mp3", ".ogg")
+
+
+def audio_inputs(ns) -> list[Path]:
+    """The audio files a `dtl generate` command names: --audio, then --audio-list's lines, then --audio-dir's
+    audio files (video only) in name order."""
+    files = [Path(a) for a in ns.audio]
+    if ns.audio_list:
+        files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
+    if getattr(ns, "audio_dir", None):
+        files += sorted(p for p in Path(ns.audio_dir).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    return files
+
+
 def input_stems(audio_files: list[Path]) -> list[str]:
     """A distinct stem per input: its file's stem, or, where inputs share one, the path parts that tell them apart
     (talk.mp3 and talk.m4a -> talk_mp3 and talk_m4a; happy/001.wav and sad/001.wav -> happy-001 and sad-001).

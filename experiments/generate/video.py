@@ -42,7 +42,7 @@ from experiments.generate.blendshapes import (
     take_name,
     write_metadata,
 )
-from experiments.generate.take_files import input_stems, take_finished
+from experiments.generate.take_files import audio_inputs, input_stems, take_finished
 from lightning_modules.renderer_finetune import TrainedRenderer, load_renderer
 from lightning_modules.trained_model import TrainedModel, load_trained_model
 from rendering.default_rig import default_rig
@@ -154,16 +154,6 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
     timings["transfer_s"] = time.perf_counter() - start
     timings["audio_s"] = len(track) / fps
     return {"paths": paths, "frames": len(track), "fps": fps, "timings": timings}
-
-
-def audio_inputs(ns: argparse.Namespace) -> list[Path]:
-    files = [Path(a) for a in ns.audio]
-    if ns.audio_list:
-        files += [Path(line.strip()) for line in Path(ns.audio_list).read_text().splitlines() if line.strip()]
-    if ns.audio_dir:
-        files += sorted(p for p in Path(ns.audio_dir).iterdir()
-                        if p.suffix.lower() in (".wav", ".flac", ".m4a", ".mp3", ".ogg"))
-    return files
 
 
 def cmd_video(ns: argparse.Namespace) -> int:
