@@ -115,6 +115,17 @@ GPU_KIT_EXTRA_DEBS := libespeak-ng1 espeak-ng-data libpcaudio0 libsonic0 libasou
 GPU_KIT_MAX_MIB ?= 62
 GPU_KIT_FFMPEG := imageio-ffmpeg==0.6.0
 
+# The warp check without dlib's 68-point model (100 MB, too big to travel): the default rig, its landmark calibration
+# and the astronaut's landmarks, computed here, into .gl/warp (read there through DTL_CACHE_DIR)
+.PHONY: gpu-kit-warp
+gpu-kit-warp: $(STAMP)
+	rm -rf .gl/warp && mkdir -p .gl/warp/rigs
+	DTL_CACHE_DIR=$(CURDIR)/.gl/warp $(PY) -c "from rendering.rig_landmarks import default_calibration; \
+		default_calibration()"
+	find .gl/warp/rigs -name 'default_rig-*' ! -name "default_rig-v1-$$($(PY) -c 'from rendering.default_rig \
+		import cache_key; from rendering.face_params import FaceParams; print(cache_key(FaceParams()))').npz" -delete
+	$(PY) benchmarks/bench_warp.py --save-portrait-landmarks .gl/warp/astronaut_landmarks.npy
+
 .PHONY: gpu-kit
 gpu-kit:
 	rm -rf .whl .gl && mkdir -p .whl .gl/extra /tmp/amd64/partial
@@ -131,6 +142,7 @@ gpu-kit:
 	$(subst -d .whl,-d /tmp/gpu_kit_ffmpeg,$(GPU_KIT_PIP)) --platform manylinux2014_x86_64 $(GPU_KIT_FFMPEG) && \
 	cd /tmp/gpu_kit_ffmpeg && $(PYTHON) -m zipfile -e imageio_ffmpeg-*.whl . && \
 	xz -T0 -9 -c imageio_ffmpeg/binaries/ffmpeg-linux-x86_64-* >$(CURDIR)/.gl/ffmpeg.xz
+	$(MAKE) gpu-kit-warp
 	@sum() { xargs -0 -r du -b 2>/dev/null | awk '{s += $$1} END {printf "%.1f", s / 1048576}'; }; \
 	whl=$$(find .whl -type f -print0 | sum); gl=$$(find .gl -maxdepth 1 -type f -print0 | sum); \
 	extra=$$(find .gl/extra -type f -print0 | sum); tree=$$(git ls-files -z | sum); \

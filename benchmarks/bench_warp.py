@@ -20,6 +20,7 @@ from PIL import Image
 from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
 from dtl_foundation.media.portrait import crop_box_from_landmarks, find_face
 from dtl_foundation.media.video_write import write_video
+from experiments.generate.video import Portrait, render_take
 from rendering.warp.renderer import WarpRenderer
 
 FPS = 25.0
@@ -37,15 +38,26 @@ def speech_like_track(frames: int) -> np.ndarray:
     return coeffs
 
 
-def portrait_with_face(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The astronaut resized so that its face box side is about `size` pixels, and the face's landmarks."""
+def astronaut_landmarks(path: Path | None) -> np.ndarray:
+    """dlib's 68 landmarks of skimage's astronaut (512 px): read from `path` when given (a machine without dlib's
+    shape model), else detected."""
+    import skimage.data
+
+    if path is not None:
+        return np.load(path)
+    return find_face(skimage.data.astronaut(), source="astronaut").landmarks
+
+
+def portrait_with_face(size: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut resized so that its face box side is about `size` pixels, and the face's landmarks scaled
+    with it."""
     import skimage.data
 
     image = skimage.data.astronaut()
-    side = crop_box_from_landmarks(find_face(image, source="astronaut").landmarks).side
-    scale = size / side
-    image = np.asarray(Image.fromarray(image).resize((round(512 * scale),) * 2, Image.Resampling.BICUBIC))
-    return image, find_face(image, source="astronaut").landmarks
+    scale = size / crop_box_from_landmarks(landmarks).side
+    side = round(image.shape[0] * scale)
+    image = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
+    return image, (landmarks + 0.5) * (side / 512) - 0.5
 
 
 def timed(function) -> tuple[float, float]:
@@ -70,8 +82,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--portrait-landmarks", type=Path,
+                        help="the astronaut's 68 landmarks as .npy, instead of dlib (benchmarks/gpu_checks.sh)")
+    parser.add_argument("--save-portrait-landmarks", type=Path, help="detect them, write this .npy and exit")
     args = parser.parse_args()
+    if args.save_portrait_landmarks:
+        np.save(args.save_portrait_landmarks, astronaut_landmarks(None))
+        return
     torch.set_num_threads(args.threads)
+    astronaut = astronaut_landmarks(args.portrait_landmarks)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}")
     coeffs = speech_like_track(int(args.seconds * FPS))
@@ -81,25 +100,35 @@ def main() -> None:
         avatar_s = timed(lambda: renderer.render_avatar(coeffs))
         avatar = renderer.render_avatar(coeffs)
         for size in args.face_size:
-            image, landmarks = portrait_with_face(size)
+            image, landmarks = portrait_with_face(size, astronaut)
             list(renderer.animate(image, landmarks, coeffs[:4], avatar[:4], batch_size=args.batch))  # warm-up
             warp_s = timed(lambda: [None for _ in renderer.animate(image, landmarks, coeffs, avatar,
                                                                    batch_size=args.batch)])
 
-            def generate_video_after_emodiff(folder: Path) -> None:
-                """What `dtl generate video` does once EmoDiff has given the track: avatar frames and MP4, the
-                warped portrait and its MP4."""
+            portrait = Portrait(image=image, box=crop_box_from_landmarks(landmarks), landmarks=landmarks,
+                                source=torch.empty(0))
+
+            def sequential(folder: Path) -> None:
+                """The reference: avatar render, its MP4, then the warp and the portrait's MP4, one after another."""
                 avatar_frames = renderer.render_avatar(coeffs)
                 write_video(folder / "avatar.mp4", avatar_frames, FPS)
                 write_video(folder / "warp.mp4", renderer.animate(image, landmarks, coeffs, avatar_frames,
                                                                   batch_size=args.batch), FPS)
 
+            def generate_video_after_emodiff(folder: Path) -> None:
+                """What `dtl generate video` does once EmoDiff has given the track (experiments/generate/video.py)."""
+                paths = {"video": folder / "warp.mp4", "avatar": folder / "avatar.mp4", "strip": folder / "strip.png"}
+                render_take(renderer, portrait, coeffs, FPS, paths, batch_size=args.batch, progress=False)
+
             with tempfile.TemporaryDirectory() as tmp:
+                sequential_s = timed(lambda: sequential(Path(tmp)))
                 end_to_end_s = timed(lambda: generate_video_after_emodiff(Path(tmp)))
             print(f"face {size} px (portrait {image.shape[1]}x{image.shape[0]}), {frames} frames, frames/s by "
                   f"wall clock: avatar render {rates(frames, avatar_s)}, warp + paste-back {rates(frames, warp_s)}, "
-                  f"end to end after EmoDiff (avatar render + avatar MP4 + warp + portrait MP4) "
-                  f"{rates(frames, end_to_end_s)} (real time: {FPS:g})")
+                  f"end to end after EmoDiff as dtl generate video (avatar render, warp, both MP4s) "
+                  f"{rates(frames, end_to_end_s)}, the same one step after another {rates(frames, sequential_s)} "
+                  f"(real time: {FPS:g})")
+
 
 if __name__ == "__main__":
     main()

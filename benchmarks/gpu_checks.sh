@@ -312,6 +312,14 @@ main() {
         verdict emodiff $ok "training windows/s and sampling x real time on $DEVICE" "^(machine|training|sampling|peak)"
     fi
 
+    # --- (b2) EmoDiff sampling under bf16 autocast (the GPU inference path), the default sampler against DDIM-50
+    if wanted emodiff_bf16 && [ "$DEVICE" = cuda ]; then
+        run_logged emodiff_bf16 90 "$PY" benchmarks/bench_emodiff.py --device cuda --train-steps 20 --bf16 \
+            --samplers ddim:50 dpmpp_2m:8 --ddpm-repeats 0
+        ok=0; [ "$RC" -eq 0 ] && has emodiff_bf16 "DPM\+\+2M" && ok=1
+        verdict emodiff_bf16 $ok "sampling x real time under bf16 on $DEVICE" "^(machine|sampling|peak)"
+    fi
+
     # --- (c) face-vid2vid speed (the 256-px network is the figure wanted), rig + encoding, end to end
     if wanted renderer; then
         if [ "$DEVICE" = cuda ]; then
@@ -351,7 +359,10 @@ main() {
     # --- (e) the warp renderer on the GPU: avatar render, warp + paste-back, end to end with both MP4s
     if wanted warp; then
         if [ "$DEVICE" = cuda ]; then
-            run_logged warp 120 "$PY" benchmarks/bench_warp.py --device cuda --threads 16 --batch 32 --face-size 256 512
+            # the rig's calibration and the astronaut's landmarks come from the kit (.gl/warp, make gpu-kit-warp):
+            # dlib's 68-point model is too big to travel
+            run_logged warp 120 env DTL_CACHE_DIR="$REPO/.gl/warp" "$PY" benchmarks/bench_warp.py --device cuda \
+                --threads 16 --batch 32 --face-size 256 512 --portrait-landmarks "$REPO/.gl/warp/astronaut_landmarks.npy"
         else
             run_logged warp 120 "$PY" benchmarks/bench_warp.py --device cpu --seconds 0.4 --face-size 256
         fi

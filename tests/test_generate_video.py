@@ -226,3 +226,24 @@ def test_batch_videos_keep_one_name_per_input_and_skip_finished_ones(runs, astro
     assert main(args + ["--skip-existing"]) == 0
     assert "already there (--skip-existing)" in capsys.readouterr().out
     assert {name: v.stat().st_mtime_ns for name, v in videos.items()} == before
+
+
+def test_a_failed_avatar_encode_on_its_thread_fails_the_take(tmp_path):
+    """render_take encodes the avatar MP4 on a second thread beside the warp: its failure must reach the caller."""
+    import skimage.data
+
+    from dtl_foundation.arkit import INDEX, NUM_BLENDSHAPES
+    from dtl_foundation.media.video_write import VideoError
+    from experiments.generate.video import portrait_from_image, render_take
+    from rendering.warp.renderer import WarpRenderer
+
+    track = np.zeros((6, NUM_BLENDSHAPES), np.float32)
+    track[:, INDEX["jawOpen"]] = np.linspace(0, 0.6, 6)
+    with WarpRenderer() as renderer:
+        portrait = portrait_from_image(skimage.data.astronaut(), renderer.avatar_size, source="astronaut")
+        good = {"video": tmp_path / "take.mp4", "avatar": tmp_path / "take_avatar.mp4", "strip": tmp_path / "strip.png"}
+        render_take(renderer, portrait, track, 25.0, good, progress=False)
+        assert all(path.stat().st_size > 0 for path in good.values())
+        broken = dict(good, avatar=tmp_path / "take_avatar.mp4" / "not_a_folder.mp4")  # under a file: cannot write
+        with pytest.raises((VideoError, OSError)):
+            render_take(renderer, portrait, track, 25.0, broken, progress=False)

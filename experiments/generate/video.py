@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +50,8 @@ from rendering.default_rig import default_rig
 from rendering.frame_strip import STRIP_SUFFIX, FrameStrip
 from rendering.gl_renderer import FaceRenderer
 from rendering.motion_transfer import MotionTransfer
-from rendering.warp.renderer import WarpRenderer
+from rendering.warp.renderer import AVATAR_SIZE, WarpRenderer
 
-AVATAR_SIZE = 256
 MOTION_REFERENCES = ("neutral", "first-frame")
 
 
@@ -114,15 +114,31 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
              "arkit": side_dir / f"{stem}_arkit.csv", "strip": side_dir / f"{stem}{STRIP_SUFFIX}"}
     write_live_link_csv(paths["arkit"], LiveLinkTrack(blendshapes=track, fps=fps))
 
+    timings.update(render_take(renderer, portrait, track, fps, paths, audio_path, batch_size=batch_size,
+                               progress=progress, motion_reference=motion_reference, adapt_scale=adapt_scale))
+    timings["audio_s"] = len(track) / fps
+    return {"paths": paths, "frames": len(track), "fps": fps, "timings": timings}
+
+
+def render_take(renderer: TrainedRenderer | WarpRenderer, portrait: Portrait, track: np.ndarray, fps: float,
+                paths: dict[str, Path], audio_path: Path | None = None, *, batch_size: int = 8, progress: bool = True,
+                motion_reference: str = "neutral", adapt_scale: bool = True) -> dict[str, float]:
+    """The videos of one blendshape track: the rig's avatar MP4 (paths["avatar"]), the portrait moved by
+    `renderer` (paths["video"]) and its frame strip (paths["strip"]); returns the seconds each part took.
+    The avatar MP4 is encoded on a second thread while the portrait is moved (its ffmpeg runs beside the warp)."""
+    timings = {}
     start = time.perf_counter()
-    with FaceRenderer(default_rig(), AVATAR_SIZE) as avatar_renderer:
-        avatar = avatar_renderer.render(track).numpy()
-        neutral = avatar_renderer.render(np.zeros_like(track[:1])).numpy()
-    write_video(paths["avatar"], avatar, fps, audio_path)
+    if isinstance(renderer, WarpRenderer):  # its own rig renderer, already made for a previous take
+        avatar = renderer.render_avatar(track)
+    else:
+        with FaceRenderer(default_rig(), AVATAR_SIZE) as avatar_renderer:
+            avatar = avatar_renderer.render(track).numpy()
+            neutral = avatar_renderer.render(np.zeros_like(track[:1])).numpy()
     timings["avatar_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    bar = tqdm(total=len(track), desc=f"motion transfer {audio_path.name}", unit="frame", disable=not progress)
+    name = audio_path.name if audio_path is not None else paths["video"].name
+    bar = tqdm(total=len(track), desc=f"motion transfer {name}", unit="frame", disable=not progress)
     if isinstance(renderer, WarpRenderer):
         def frames():
             reference = None if motion_reference == "neutral" else track[0]
@@ -146,14 +162,16 @@ def generate_video(trained: TrainedModel, renderer: TrainedRenderer | WarpRender
                 yield np.stack([paste_back(portrait.image, face, portrait.box) for face in faces])
 
     strip = FrameStrip(len(track), portrait.box)
-    try:
-        write_video(paths["video"], strip.collect(frames()), fps, audio_path)
-    finally:
-        bar.close()
+    with ThreadPoolExecutor(max_workers=1) as encoder:
+        avatar_written = encoder.submit(write_video, paths["avatar"], avatar, fps, audio_path)
+        try:
+            write_video(paths["video"], strip.collect(frames()), fps, audio_path)
+        finally:
+            bar.close()
+        avatar_written.result()
     strip.save(paths["strip"])
     timings["transfer_s"] = time.perf_counter() - start
-    timings["audio_s"] = len(track) / fps
-    return {"paths": paths, "frames": len(track), "fps": fps, "timings": timings}
+    return timings
 
 
 def cmd_video(ns: argparse.Namespace) -> int:
