@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dtl_foundation.faults import FAULT_ENV
 from experiments.config import CONFIG_DIR
 from experiments.run_dir import RunState, holding_run, resolve_run_id
+from lightning_modules.callbacks.step_faults import StepFaults
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("experiments.train")  # the same name when `dtl train` runs this module as __main__
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -46,8 +47,6 @@ def _fit_and_test(cfg: DictConfig, state: RunState) -> dict[str, float]:
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     if os.environ.get(FAULT_ENV):  # the tests' injected faults (dtl_foundation.faults)
-        from lightning_modules.callbacks.step_faults import StepFaults
-
         callbacks.append(StepFaults())
     loggers = instantiate_group(cfg.get("logger"))
     try:

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from dtl_foundation.arkit import MOUTH_INDICES
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.mouth_perturbation import perturb_mouth
 from lightning_modules.networks.lip_refiner import LipRefinement
@@ -40,7 +39,8 @@ class LipRefiner(L.LightningModule):
     Losses: mouth accuracy (MSE of the 27 coefficients, standardised), smoothness (their frame-to-frame velocity
     against the truth's), and emotion preservation: the frozen blendshape emotion classifier must give the refined
     sequence the distribution it gives the input (KL), so the refiner fixes the lips without changing the emotion.
-    The frozen EmoDiff and classifier are helpers, not part of this module's weights or checkpoints.
+    The frozen EmoDiff and classifier are helpers, not part of this module's weights or checkpoints. What it trains,
+    `refinement` (a LipRefinement: the network, its statistics, `refine`), is what inference loads.
     """
 
     def __init__(self, net: nn.Module, optimizer: partial | None = None, scheduler: partial | None = None, *,
@@ -55,7 +55,6 @@ class LipRefiner(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.refinement = LipRefinement(net)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.register_buffer("mouth_index", torch.tensor(MOUTH_INDICES), persistent=False)
         self._frozen: dict[str, nn.Module] = {}  # EmoDiff and the emotion judge, kept out of the state dict
         self.metrics = nn.ModuleDict({f"{stage}{part}": BlendshapeEvaluation(f"{stage}{part}")
                                       for stage in ("val", "test") for part in ("", "/source")})
@@ -138,8 +137,9 @@ class LipRefiner(L.LightningModule):
     # --- training -------------------------------------------------------------------------------------------
     def losses(self, source: torch.Tensor, refined: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict:
         mask = batch["mask"]
-        pred = self.normalize(refined).index_select(-1, self.mouth_index)
-        target = self.normalize(batch["blendshapes"]).index_select(-1, self.mouth_index)
+        mouth_index = self.refinement.mouth_index
+        pred = self.normalize(refined).index_select(-1, mouth_index)
+        target = self.normalize(batch["blendshapes"]).index_select(-1, mouth_index)
         m = mask[..., None].to(pred.dtype)
         mouth = ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp(min=1)
         pairs = (mask[:, 1:] & mask[:, :-1])[..., None].to(pred.dtype)
