@@ -49,7 +49,7 @@ class EmoDiff(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model = EmoDiffGenerator.from_options(denoiser, self.hparams)
+        self.model = EmoDiffGenerator.from_options(denoiser, self.hparams)  # its options, as loading passes them
         # Parameters only: the normalisation statistics and the style bank are copied, never averaged.
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
         self.ema.requires_grad_(False)
