@@ -42,7 +42,7 @@ def main() -> None:
     ns = parser.parse_args()
     torch.manual_seed(0)
     trained = load_trained_model(ns.checkpoint)
-    model = getattr(trained.model, "generator", trained.model)  # runs from before the generator split: the module
+    model = trained.model
     judge = BlendshapeEmotionClassifier.load_frozen(ns.judge)
     datamodule = hydra.utils.instantiate(trained.cfg.data)
     datamodule.setup("test")

@@ -116,7 +116,7 @@ def main() -> None:
     if specs[0] != ("ddim", 50) or any(name not in SAMPLERS for name, _ in specs):
         raise SystemExit(f"--samplers: NAME:STEPS items with NAME in {SAMPLERS}, starting with ddim:50")
     trained = load_trained_model(ns.checkpoint)
-    generator = trained.model.generator
+    generator = trained.model
     judge = BlendshapeEmotionClassifier.load_frozen(ns.judge)
     datamodule = hydra.utils.instantiate(trained.cfg.data)
     datamodule.setup("test")

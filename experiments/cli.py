@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NamedTuple
 
@@ -13,10 +14,15 @@ from dtl_foundation.system_packages import SystemPackageMissing
 class Subcommand(NamedTuple):
     entry: str  # "module:function", imported when the subcommand runs: `dtl compare` or `--help` never load torch
     help: str
+    # Run as `python -m <module> ARGS` in this process's place (os.execv; same pid, so Slurm's signals still reach
+    # it): the module's `__main__` calls the function. Lightning starts DDP ranks 1..N-1 as `python -m <the main
+    # module> <argv[1:]>`, which must reach the same entry point.
+    as_main_module: bool = False
 
 
 SUBCOMMANDS = {
-    "train": Subcommand("experiments.train:run_train", "train a model: dtl train experiment=NAME [hydra overrides]"),
+    "train": Subcommand("experiments.train:run_train", "train a model: dtl train experiment=NAME [hydra overrides]",
+                        as_main_module=True),
     "eval": Subcommand("experiments.evaluate.command:main",
                        "evaluate generated videos: dtl eval GENERATED [--reference REF | --checkpoint RUN "
                        "[--renderer RUN]] [--metrics M...] [--out DIR] [--group G]"),
@@ -52,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=list(SUBCOMMANDS), metavar="COMMAND", help="one of the commands below")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command (see dtl COMMAND --help)")
     ns = parser.parse_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
-    module, function = SUBCOMMANDS[ns.command].entry.split(":")
+    subcommand = SUBCOMMANDS[ns.command]
+    module, function = subcommand.entry.split(":")
+    if subcommand.as_main_module:
+        os.execv(sys.executable, [sys.executable, "-m", module, *argv[1:]])
     entry = getattr(importlib.import_module(module), function)
     try:
         return entry(argv[1:])

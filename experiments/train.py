@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
@@ -14,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dtl_foundation.faults import FAULT_ENV
 from experiments.config import CONFIG_DIR
 from experiments.run_dir import RunState, holding_run, resolve_run_id
+from lightning_modules.callbacks.step_faults import StepFaults
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("experiments.train")  # the same name when `dtl train` runs this module as __main__
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -47,8 +47,6 @@ def _fit_and_test(cfg: DictConfig, state: RunState) -> dict[str, float]:
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     if os.environ.get(FAULT_ENV):  # the tests' injected faults (dtl_foundation.faults)
-        from lightning_modules.callbacks.step_faults import StepFaults
-
         callbacks.append(StepFaults())
     loggers = instantiate_group(cfg.get("logger"))
     try:
@@ -85,14 +83,12 @@ def run_train(overrides: list[str]) -> int:
             os.environ.setdefault("DTL_SWEEP_ID", run_id)
             run_id = f"{run_id}-job" + "${hydra:job.num}"
         overrides = overrides + [f"run_id={run_id}"]
-    sys.argv = ["dtl train", *overrides]
-    # Single-node DDP: Lightning starts ranks 1..N-1 as `python -m <__main__'s module> sys.argv[1:]`, which would be
-    # `dtl` without its `train`; make that module the Hydra entry point itself.
-    import __main__
-    __main__.__spec__ = importlib.util.find_spec("experiments.train")
+    # `dtl train` runs this module as __main__ (experiments/cli.py), so single-node DDP's ranks 1..N-1, which Lightning
+    # starts as `python -m experiments.train <sys.argv[1:]>`, come here too, with rank 0's run id.
+    sys.argv = [sys.argv[0], *overrides]
     main()
     return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_train(sys.argv[1:]))

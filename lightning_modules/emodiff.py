@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+import hydra
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -18,6 +21,9 @@ from lightning_modules.diffusion import predicted_x0, prediction_target, q_sampl
 from lightning_modules.losses import masked_weighted_mse
 from lightning_modules.networks.emodiff_generator import EmoDiffGenerator
 from lightning_modules.optimization import optimizer_config
+
+EMA_GENERATOR = "ema.module."
+"""Where a checkpoint keeps the EMA generator, which validates and generates."""
 
 
 class EmoDiff(L.LightningModule):
@@ -43,11 +49,7 @@ class EmoDiff(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model = EmoDiffGenerator(denoiser, diffusion_steps=diffusion_steps, schedule=schedule,
-                                      prediction=prediction, autoregressive=autoregressive,
-                                      context_frames=context_frames, sample_steps=sample_steps,
-                                      guidance_scale=guidance_scale, generation_window=generation_window,
-                                      bank_exemplars=bank_exemplars, sampler=sampler)
+        self.model = EmoDiffGenerator.from_options(denoiser, self.hparams)  # its options, as loading passes them
         # Parameters only: the normalisation statistics and the style bank are copied, never averaged.
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
         self.ema.requires_grad_(False)
@@ -56,6 +58,18 @@ class EmoDiff(L.LightningModule):
         self.register_buffer("coefficient_weights", weights, persistent=False)
         self.val_metrics = BlendshapeEvaluation("val")
         self.test_metrics = BlendshapeEvaluation("test")
+
+    # --- inference model of a checkpoint (see lightning_modules/trained_model.py) ------------------------------
+    @staticmethod
+    def inference_model(model_cfg: DictConfig) -> EmoDiffGenerator:
+        """An untrained generator shaped as the run's `model_cfg` says: no optimizer, no EMA, no training module."""
+        return EmoDiffGenerator.from_options(hydra.utils.instantiate(model_cfg.denoiser), model_cfg)
+
+    @staticmethod
+    def inference_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The EMA generator's weights and buffers in a checkpoint of this module."""
+        return {name.removeprefix(EMA_GENERATOR): value for name, value in state_dict.items()
+                if name.startswith(EMA_GENERATOR)}
 
     @property
     def generator(self) -> EmoDiffGenerator:
@@ -168,7 +182,7 @@ class EmoDiff(L.LightningModule):
             return  # saved outside a fit (e.g. DeepSpeed's own engine): no training clips to bank
         self.fill_style_bank()
         state = checkpoint["state_dict"]
-        for prefix, module in (("model.", self.model), ("ema.module.", self.generator)):
+        for prefix, module in (("model.", self.model), (EMA_GENERATOR, self.generator)):
             for name in ("bank_mean", "bank_exemplar", "bank_count"):
                 state[prefix + name] = module.get_buffer(name).detach().clone()
 

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
-from dtl_foundation.arkit import MOUTH_INDICES
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from lightning_modules.mouth_perturbation import perturb_mouth
+from lightning_modules.networks.lip_refiner import LipRefinement
 from lightning_modules.optimization import optimizer_config
 from metrics.blendshape import EmotionAccuracy
 from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
 from lightning_modules.trained_model import load_trained_model
 
 SOURCES = ("perturbed", "emodiff", "mixed")
+REFINEMENT = "refinement."
+"""Where a checkpoint keeps the LipRefinement; checkpoints from before it kept its `net.`, `bs_mean`, `bs_std` at the
+top level (renamed on load by `current_state`)."""
+
+
+def current_state(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's state dict in the current layout, whichever layout it was saved in."""
+    moved = ("net.", "bs_mean", "bs_std")
+    return {(REFINEMENT + name if name.startswith(moved) else name): value for name, value in state_dict.items()}
 
 
 class LipRefiner(L.LightningModule):
@@ -27,7 +39,8 @@ class LipRefiner(L.LightningModule):
     Losses: mouth accuracy (MSE of the 27 coefficients, standardised), smoothness (their frame-to-frame velocity
     against the truth's), and emotion preservation: the frozen blendshape emotion classifier must give the refined
     sequence the distribution it gives the input (KL), so the refiner fixes the lips without changing the emotion.
-    The frozen EmoDiff and classifier are helpers, not part of this module's weights or checkpoints.
+    The frozen EmoDiff and classifier are helpers, not part of this module's weights or checkpoints. What it trains,
+    `refinement` (a LipRefinement: the network, its statistics, `refine`), is what inference loads.
     """
 
     def __init__(self, net: nn.Module, optimizer: partial | None = None, scheduler: partial | None = None, *,
@@ -40,23 +53,38 @@ class LipRefiner(L.LightningModule):
         if source != "perturbed" and not emodiff_run:
             raise ValueError(f"source={source!r} needs emodiff_run (an EmoDiff run directory or checkpoint)")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.net = net
+        self.refinement = LipRefinement(net)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.register_buffer("bs_mean", torch.zeros(52))
-        self.register_buffer("bs_std", torch.ones(52))
-        self.register_buffer("mouth_index", torch.tensor(MOUTH_INDICES), persistent=False)
         self._frozen: dict[str, nn.Module] = {}  # EmoDiff and the emotion judge, kept out of the state dict
         self.metrics = nn.ModuleDict({f"{stage}{part}": BlendshapeEvaluation(f"{stage}{part}")
                                       for stage in ("val", "test") for part in ("", "/source")})
         self.emotion_metrics = nn.ModuleDict({f"{stage}{part}": EmotionAccuracy()
                                               for stage in ("val", "test") for part in ("", "/source")})
 
+    # --- inference model of a checkpoint (see lightning_modules/trained_model.py) ------------------------------
+    @staticmethod
+    def inference_model(model_cfg: DictConfig) -> LipRefinement:
+        """An untrained LipRefinement shaped as the run's `model_cfg` says: no optimizer, no frozen helpers."""
+        return LipRefinement(hydra.utils.instantiate(model_cfg.net))
+
+    @staticmethod
+    def inference_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name.removeprefix(REFINEMENT): value for name, value in current_state(state_dict).items()
+                if name.startswith(REFINEMENT)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = current_state(checkpoint["state_dict"])
+
+    @property
+    def net(self) -> nn.Module:
+        return self.refinement.net
+
     # --- frozen helpers and data space --------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and getattr(datamodule, "blendshape_mean", None) is not None:
-            self.bs_mean.copy_(torch.as_tensor(datamodule.blendshape_mean))
-            self.bs_std.copy_(torch.as_tensor(datamodule.blendshape_std))
+            self.refinement.bs_mean.copy_(torch.as_tensor(datamodule.blendshape_mean))
+            self.refinement.bs_std.copy_(torch.as_tensor(datamodule.blendshape_std))
         if self.hparams.emodiff_run and "emodiff" not in self._frozen:
             self._frozen["emodiff"] = self._load_emodiff(datamodule)
         if self.hparams.emotion_classifier and "judge" not in self._frozen:
@@ -76,16 +104,11 @@ class LipRefiner(L.LightningModule):
         return None if model is None else model.to(self.device).eval()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.bs_mean) / self.bs_std
+        return self.refinement.normalize(x)
 
     # --- refinement -----------------------------------------------------------------------------------------
     def refine(self, source: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """source (B, T, 52) in [0, 1] -> the same sequence with its 27 jaw/mouth coefficients refined."""
-        z = self.normalize(source)
-        delta = self.net(audio, z, mask)
-        mouth = z.index_select(-1, self.mouth_index) + delta
-        mouth = mouth * self.bs_std[self.mouth_index] + self.bs_mean[self.mouth_index]
-        return source.index_copy(-1, self.mouth_index, mouth.clamp(0.0, 1.0))
+        return self.refinement.refine(source, audio, mask)
 
     def evaluation_source(self, batch: dict[str, torch.Tensor], seed: int) -> torch.Tensor:
         """What evaluation refines, seeded: EmoDiff's samples when an EmoDiff run is given, else a corrupted mouth."""
@@ -114,8 +137,9 @@ class LipRefiner(L.LightningModule):
     # --- training -------------------------------------------------------------------------------------------
     def losses(self, source: torch.Tensor, refined: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict:
         mask = batch["mask"]
-        pred = self.normalize(refined).index_select(-1, self.mouth_index)
-        target = self.normalize(batch["blendshapes"]).index_select(-1, self.mouth_index)
+        mouth_index = self.refinement.mouth_index
+        pred = self.normalize(refined).index_select(-1, mouth_index)
+        target = self.normalize(batch["blendshapes"]).index_select(-1, mouth_index)
         m = mask[..., None].to(pred.dtype)
         mouth = ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[-1]).clamp(min=1)
         pairs = (mask[:, 1:] & mask[:, :-1])[..., None].to(pred.dtype)

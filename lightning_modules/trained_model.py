@@ -1,4 +1,10 @@
-"""Load a trained blendshape model from its run directory: the checkpoint, its config and its data statistics."""
+"""Load a trained blendshape model for inference from its run directory: the checkpoint, its config and its data
+statistics.
+
+The model is the inference module the run's LightningModule trains (EmoDiff's EmoDiffGenerator, the lip refiner's
+LipRefinement), built from the run's config and the checkpoint's weights: no optimizer, no training module. A
+LightningModule offers one through two static methods: `inference_model(model_cfg)` (the untrained module) and
+`inference_state(state_dict)` (its weights in a checkpoint of the LightningModule)."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from datamodules import config_resolvers  # noqa: F401  (registers the config re
 
 @dataclass
 class TrainedModel:
-    model: torch.nn.Module
+    model: torch.nn.Module  # the inference module, in eval mode
     cfg: DictConfig
     checkpoint: Path
     features: FeatureConfig
@@ -50,15 +56,22 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return checkpoint, configs[-1]
 
 
+def inference_model(model_cfg: DictConfig, state_dict: dict[str, torch.Tensor], checkpoint: Path) -> torch.nn.Module:
+    """The inference module of the LightningModule `model_cfg` names, with its weights from `state_dict`."""
+    trainer_class = hydra.utils.get_class(model_cfg._target_)
+    if not hasattr(trainer_class, "inference_model"):
+        raise ValueError(f"{checkpoint}: a {trainer_class.__name__} run has no inference model to generate with "
+                         "(EmoDiff and lip-refiner runs have)")
+    model = trainer_class.inference_model(model_cfg)
+    model.load_state_dict(trainer_class.inference_state(state_dict))
+    return model
+
+
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     checkpoint, config_path = resolve_checkpoint(path)
     cfg = OmegaConf.load(config_path)
-    model_cfg = OmegaConf.to_container(cfg.model)
-    model_cfg["optimizer"] = None
-    model_cfg["scheduler"] = None
-    model = hydra.utils.instantiate(OmegaConf.create(model_cfg))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
+    model = inference_model(cfg.model, state["state_dict"], checkpoint)
     datamodule_state = state.get("BlendshapeDataModule", {})
     if datamodule_state.get("audio_mean") is None:
         raise ValueError(f"{checkpoint}: holds no audio normalisation statistics (not a blendshape model run?)")

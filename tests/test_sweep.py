@@ -299,3 +299,24 @@ def test_agent_run_trains_the_point_wandb_hands_out(outputs, tiny_corpus, tmp_pa
     run_dir = outputs / "baseline_demo" / "swp1-r4nd0m"
     assert (run_dir / "wandb_id").read_text().strip() == "r4nd0m"
     check_finished_run(run_dir, "swp1", 16)
+
+
+@pytest.mark.slow
+def test_agent_run_under_ddp_brings_lightnings_second_rank_back_to_training(outputs, tiny_corpus, tmp_path):
+    """Lightning starts rank 1 as `python -m experiments.sweep.task <the training's overrides>` with LOCAL_RANK set;
+    it must train the same run (rank 0's run id and attempt), not stop at the task's usage."""
+    params = tmp_path / "wandb" / "sweep-swp2" / "config-r4nk.yaml"
+    params.parent.mkdir(parents=True)
+    params.write_text(yaml.safe_dump({"model.net.hidden": {"value": 16}, "seed": {"value": 1}}))
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_SWEEP_ID="swp2", WANDB_RUN_ID="r4nk", WANDB_SWEEP_PARAM_PATH=str(params))
+    out = subprocess.run([sys.executable, "-m", "experiments.sweep.task", "agent-run", *FAST,
+                          f"data.corpus_dir={tiny_corpus}", "trainer=ddp", "trainer.devices=2",
+                          "trainer.accelerator=cpu", "logger.wandb.offline=true"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in text and "GLOBAL_RANK: 1, MEMBER: 2/2" in text
+    run_dir = outputs / "baseline_demo" / "swp2-r4nk"
+    assert [p.name for p in (run_dir / "meta").iterdir()] == ["attempt_0"]  # rank 1 joined rank 0's attempt
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and "test/mouth_error" in final_metrics(run_dir)

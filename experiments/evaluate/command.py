@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from dtl_foundation.directory_lock import DirectoryHeld, hold_directory
 from dtl_foundation.media.video_read import VideoReadError, read_video
+from experiments.evaluate.controls import run_controls
 from experiments.evaluate.inputs import EvaluationInputError, VideoPair, match_videos
 from experiments.evaluate.report import log_to_wandb, write_outputs
 from experiments.evaluate.scorer_plan import build_scorers
@@ -239,8 +240,6 @@ def evaluate_into(out: Path, generated: Path, reference: Path | None, group: str
     try:
         result = evaluate(generated, reference, options, on_error=args.on_error)
         if args.controls:
-            from experiments.evaluate.controls import run_controls
-
             result["controls"] = run_controls(
                 match_videos(generated, reference), out, options.portrait,
                 lambda folder: evaluate(folder, reference, options, on_error=args.on_error, progress=False))

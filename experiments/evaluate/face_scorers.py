@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dtl_foundation.mead import EMOTION_INDEX
+from dtl_foundation.mead import EMOTION_INDEX, EMOTIONS
 from dtl_foundation.media.face_detect import FaceLandmarker
 from experiments.evaluate.scorers import DecodedPair, Scorer, sample_index
+from metrics.landmark_fit import similarity_fit_residual
 
 
 class IdentityScores(Scorer):
@@ -22,7 +23,7 @@ class IdentityScores(Scorer):
 
     def __init__(self, portrait: np.ndarray | None, sample: int | None, backbone: str,
                  arcface_weights: Path | None, arcface_sha256: str | None, threshold: float | None = None) -> None:
-        from metrics.identity import build_embedder
+        from metrics.identity import build_embedder  # slow import; this metric group only
 
         self.embedder = build_embedder(backbone, arcface_weights, arcface_sha256)
         self.backbone = backbone
@@ -31,7 +32,7 @@ class IdentityScores(Scorer):
         self.sample = sample
 
     def score(self, item: DecodedPair) -> dict[str, float]:
-        from metrics.identity import frame_similarities, same_person
+        from metrics.identity import frame_similarities, same_person  # slow import; this metric group only
 
         portrait = self.portrait if self.portrait is not None else item.reference.frames[0]
         reference = self.embedder(portrait)
@@ -61,14 +62,13 @@ class EmotionScores(Scorer):
         self.sample = sample
         self.device = device
         if classifier is not None:
-            from lightning_modules.video_emotion_classifier import (
-                VideoEmotionClassifier,
-            )
+            from lightning_modules.video_emotion_classifier import (  # slow import; this metric group only
+                VideoEmotionClassifier)
 
             self.video_classifier = VideoEmotionClassifier.load_frozen(classifier).to(device)
             self.judge = f"video emotion classifier {classifier}"
         else:
-            from metrics.face_emotion import FaceEmotionAccuracy
+            from metrics.face_emotion import FaceEmotionAccuracy  # slow import; this metric group only
 
             self.video_classifier = None
             self.fer = FaceEmotionAccuracy()
@@ -80,13 +80,13 @@ class EmotionScores(Scorer):
         self.scored = self.given
         frames = item.generated.frames[self.given]
         if self.video_classifier is not None:
-            from datamodules.video_frames_datamodule import load_face_video
+            from datamodules.video_frames_datamodule import load_face_video  # slow import; this metric group only
 
             hp = self.video_classifier.hparams
             face = load_face_video(item.pair.generated, hp.image_size, hp.crop_scale, frames=frames,
                                    audio=item.generated.audio)
             return self.video_classifier.video_probabilities(face.frames), EMOTION_INDEX[item.pair.emotion]
-        from metrics.face_emotion import MEAD_TO_FER
+        from metrics.face_emotion import MEAD_TO_FER  # slow import; this metric group only
 
         target = MEAD_TO_FER.get(item.pair.emotion, -1)
         if target < 0:
@@ -106,8 +106,7 @@ class EmotionScores(Scorer):
         if probabilities is None:  # no face found: a miss, as FaceEmotionAccuracy counts it
             return {"emotion_accuracy": 0.0, "emotion_confidence": 0.0, "emotion_predicted": "no face",
                     "emotion_judge_confidence": math.nan}
-        from dtl_foundation.mead import EMOTIONS
-        from metrics.face_emotion import FER_EMOTIONS
+        from metrics.face_emotion import FER_EMOTIONS  # slow import; this metric group only
 
         names = EMOTIONS if self.video_classifier is not None else FER_EMOTIONS
         predicted = int(probabilities.argmax())
@@ -127,11 +126,8 @@ class LandmarkScores(Scorer):
         self.sample = sample
 
     def score(self, item: DecodedPair) -> dict[str, float]:
-        from metrics.landmark_distance import (
-            face_landmark_distance,
-            mouth_landmark_distance,
-        )
-        from metrics.landmark_fit import similarity_fit_residual
+        from metrics.landmark_distance import (  # slow import; this metric group only
+            face_landmark_distance, mouth_landmark_distance)
 
         gen, ref = item.aligned()
         self.given = sample_index(len(gen), self.sample)

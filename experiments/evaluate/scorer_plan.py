@@ -40,7 +40,7 @@ def build_scorers(options: EvalOptions, has_reference: bool, any_emotion: bool) 
     portrait = _load_portrait(options.portrait) if options.portrait is not None else None
 
     def syncnet() -> Scorer:
-        from metrics.syncnet import load_syncnet, pretrained_syncnet
+        from metrics.syncnet import load_syncnet, pretrained_syncnet  # slow import; this metric group only
 
         net = load_syncnet(options.syncnet_weights) if options.syncnet_weights else pretrained_syncnet()
         plan.notes["lse"] = f"SyncNet weights: {options.syncnet_weights or 'registry syncnet_v2.model'}"

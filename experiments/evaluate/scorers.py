@@ -113,7 +113,7 @@ class SyncNetScores(Scorer):
     group = "lse"
 
     def __init__(self, net, face_stride: int, device: str) -> None:
-        from metrics.syncnet import SyncNetScorer
+        from metrics.syncnet import SyncNetScorer  # slow import; this metric group only
 
         self.scorer = SyncNetScorer(net).to(device)
         self.landmarker = FaceLandmarker(upsample=1)
@@ -139,12 +139,12 @@ class SyncExpertScores(Scorer):
     group = "lse_expert"
 
     def __init__(self, checkpoint: Path, device: str) -> None:
-        from lightning_modules.syncnet_expert import SyncNetExpert
+        from lightning_modules.syncnet_expert import SyncNetExpert  # slow import; this metric group only
 
         self.expert = SyncNetExpert.load_frozen(checkpoint).to(device)
 
     def score(self, item: DecodedPair) -> dict[str, float]:
-        from datamodules.video_frames_datamodule import load_face_video
+        from datamodules.video_frames_datamodule import load_face_video  # slow import; this metric group only
 
         hp = self.expert.hparams
         face = load_face_video(item.pair.generated, hp.image_size, hp.crop_scale, frames=item.generated.frames,
@@ -160,7 +160,7 @@ class FIDScores(Scorer):
     needs_reference = True
 
     def __init__(self, frames: int, device: str, weights: Any = "pretrained") -> None:
-        from metrics.fid import FrechetInceptionDistance
+        from metrics.fid import FrechetInceptionDistance  # slow import; this metric group only
 
         self.metric = FrechetInceptionDistance(weights, frames_per_video=frames).to(device)
         self.device = device
@@ -181,8 +181,8 @@ class PairedImageScores(Scorer):
     needs_reference = True
 
     def __init__(self, group: str, lpips_net: str = "alex", device: str = "cpu", weights: Any = "pretrained") -> None:
-        from metrics.image_quality import SSIM, psnr
-        from metrics.lpips_metric import LPIPS
+        from metrics.image_quality import SSIM, psnr  # slow import; this metric group only
+        from metrics.lpips_metric import LPIPS  # slow import; this metric group only
 
         self.group = group
         self.device = device
@@ -207,7 +207,7 @@ class SharpnessScores(Scorer):
     group = "cpbd"
 
     def __init__(self, sample: int | None) -> None:
-        from metrics.sharpness import CPBD
+        from metrics.sharpness import CPBD  # slow import; this metric group only
 
         self.metric = CPBD()
         self.sample = sample

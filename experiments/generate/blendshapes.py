@@ -72,12 +72,12 @@ def generate_blendshapes(trained: TrainedModel, audio_path: Path, emotion: str |
     `emotion` is a name or a mixture (`happy:0.6,surprised:0.4`) at `level`, or at a continuous `intensity`;
     `schedule_path` changes it over time instead. The style term comes from `style_from` (see style_source)."""
     schedule = request_mixes(emotion, level, intensity, schedule_path)
-    source = style_source(style_from, style_path, trained.model.generator, [mix for _, mix in schedule])
+    source = style_source(style_from, style_path, trained.model, [mix for _, mix in schedule])
     wave = load_audio(audio_path, trained.features.sample_rate)
     check_not_silent(wave, audio_path)
     features = compute_features(wave, trained.fps, trained.features)
     audio = (features - trained.audio_mean) / trained.audio_std
-    generator = trained.model.generator
+    generator = trained.model
     device = generator.bs_mean.device
     style_frames = int(trained.cfg.data.style_frames)
     style = torch.zeros(1, style_frames, 52, device=device)
@@ -118,11 +118,11 @@ def request_metadata(trained: TrainedModel, ns: argparse.Namespace, audio_path: 
     return {"audio": str(audio_path), "checkpoint": str(trained.checkpoint), "emotion": ns.emotion,
             "level": ns.level, "intensity": ns.intensity, "emotion_schedule": ns.emotion_schedule,
             "resolved_emotion": " then ".join(f"{mix.describe()} from {t:g} s" for t, mix in schedule),
-            "style_from": style_source(ns.style_from, style_path, trained.model.generator,
+            "style_from": style_source(ns.style_from, style_path, trained.model,
                                        [mix for _, mix in schedule], warn=False), "style": ns.style,
-            "guidance": ns.guidance if ns.guidance is not None else trained.model.generator.guidance_scale,
+            "guidance": ns.guidance if ns.guidance is not None else trained.model.guidance_scale,
             "sampler": sampler_used(trained, ns),
-            "steps": ns.steps if ns.steps is not None else trained.model.generator.sample_steps, "seed": ns.seed}
+            "steps": ns.steps if ns.steps is not None else trained.model.sample_steps, "seed": ns.seed}
 
 
 def metadata_path(csv_path: Path) -> Path:
@@ -131,9 +131,9 @@ def metadata_path(csv_path: Path) -> Path:
 
 def sampler_used(trained: TrainedModel, ns: argparse.Namespace) -> str:
     """The sampler a take ran: --steps 0 is full DDPM whatever the sampler, else --sampler or the model's."""
-    if ns.steps == 0 or (ns.steps is None and trained.model.generator.sample_steps == 0):
+    if ns.steps == 0 or (ns.steps is None and trained.model.sample_steps == 0):
         return "ddpm"
-    return ns.sampler or trained.model.generator.sampler
+    return ns.sampler or trained.model.sampler
 
 
 def write_metadata(csv_path: Path, metadata: dict) -> Path:

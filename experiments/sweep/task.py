@@ -7,7 +7,8 @@
                                                                       WANDB_RUN_ID, the sweep from WANDB_SWEEP_ID
 
 Training runs in this process, not a child, so that Lightning's SIGUSR1 handler is the one Slurm signals: it saves
-and requeues the task, and the requeued task resumes the same run directory.
+and requeues the task, and the requeued task resumes the same run directory. Where Lightning starts the DDP ranks
+of a node itself, ranks 1..N-1 come back here with the training's overrides (see `main`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def main(argv: list[str]) -> int:
         return array_task(Path(argv[1]), argv[2:])
     if argv[:1] == ["agent-run"]:
         return agent_run(argv[1:])
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        # A DDP rank that Lightning started on this node: it runs `python -m <this module> <argv[1:]>` with
+        # LOCAL_RANK set, and argv is then the training's overrides (run_train's), run id included.
+        return train_in_process(argv)
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -6,6 +6,10 @@ LightningModule in lightning_modules/emodiff.py only trains it.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -43,6 +47,13 @@ class EmoDiffGenerator(nn.Module):
         self.register_buffer("bank_mean", torch.zeros(NUM_EMOTIONS, max_level + 1, dim))
         self.register_buffer("bank_exemplar", torch.zeros(NUM_EMOTIONS, max_level + 1, bank_exemplars, dim))
         self.register_buffer("bank_count", torch.zeros(NUM_EMOTIONS, max_level + 1, dtype=torch.long))
+
+    @classmethod
+    def from_options(cls, denoiser: EmoDiffDenoiser, options: Mapping[str, Any]) -> EmoDiffGenerator:
+        """The generator with those of `options` (EmoDiff's hyperparameters or model config) that it takes; its
+        defaults for the others."""
+        names = inspect.signature(cls).parameters.keys() - {"denoiser"}
+        return cls(denoiser, **{name: options[name] for name in names if name in options})
 
     # --- data space ----------------------------------------------------------------------------------------
     def normalize(self, blendshapes: torch.Tensor) -> torch.Tensor:

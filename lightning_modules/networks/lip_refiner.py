@@ -57,3 +57,26 @@ class LipRefinerNet(nn.Module):
         features = [self.encode_audio(audio, mask), per_frame, summary[:, None].expand_as(per_frame),
                     expression.index_select(-1, self.mouth_index)]
         return self.head(torch.cat(features, dim=-1))
+
+
+class LipRefinement(nn.Module):
+    """Lip refinement for inference: the network with the blendshape statistics it works in (what a checkpoint needs
+    to refine); the LightningModule in lightning_modules/lip_refiner.py only trains it."""
+
+    def __init__(self, net: LipRefinerNet) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("bs_mean", torch.zeros(NUM_BLENDSHAPES))
+        self.register_buffer("bs_std", torch.ones(NUM_BLENDSHAPES))
+        self.register_buffer("mouth_index", torch.tensor(MOUTH_INDICES), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.bs_mean) / self.bs_std
+
+    def refine(self, source: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """source (B, T, 52) in [0, 1] -> the same sequence with its 27 jaw/mouth coefficients refined."""
+        z = self.normalize(source)
+        delta = self.net(audio, z, mask)
+        mouth = z.index_select(-1, self.mouth_index) + delta
+        mouth = mouth * self.bs_std[self.mouth_index] + self.bs_mean[self.mouth_index]
+        return source.index_copy(-1, self.mouth_index, mouth.clamp(0.0, 1.0))
