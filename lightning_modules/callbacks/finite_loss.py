@@ -45,6 +45,11 @@ class FiniteLoss(L.Callback):
                              batch_idx: int) -> None:
         self.batch = batch
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.skip_batches:
+            pl_module.log("train/nonfinite_skipped", float(self.skipped))
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.skip_batches:
             return
@@ -69,7 +74,6 @@ class FiniteLoss(L.Callback):
             log.warning("training loss is %s at step %d (epoch %d); the batch's clips: %s. Skipped "
                         "(callbacks.finite_loss.skip_batches=true): %d batch(es) so far", value, trainer.global_step,
                         trainer.current_epoch, ", ".join(batch_clip_ids(trainer, self.batch)), self.skipped)
-            pl_module.log("train/nonfinite_skipped", float(self.skipped), reduce_fx="max")
             return None
 
         return training_step_skipping_nonfinite
