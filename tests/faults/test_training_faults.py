@@ -24,10 +24,13 @@ def metric_rows(run_dir, attempt: int) -> list[dict]:
 
 def test_a_full_disk_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_previous_one(tiny_corpus, tmp_path):
     """A real full disk: the checkpoints on a small tmpfs, every free byte taken between the saves at steps 10 and
-    20. The run stops naming last.ckpt; the step-10 file stays whole and the same command resumes from it."""
+    20. The run stops naming last.ckpt; the step-10 file stays whole and the same command resumes from it. Before,
+    the first launch is killed inside its W&B id write: no half id is left for the next launch to adopt."""
     args = tiny_run_args(tiny_corpus, "full", steps=30)
-    checkpoints = tmp_path / "outputs" / "baseline_demo" / "full" / "checkpoints"
-    last = checkpoints / "last.ckpt"
+    run_dir = tmp_path / "outputs" / "baseline_demo" / "full"
+    checkpoints, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
+    code, out = finish(dtl("train", args, run_env(tmp_path, "mid_write:kill:wandb_id")))
+    assert code == -signal.SIGKILL and not (run_dir / "wandb_id").exists(), out
     with small_tmpfs(checkpoints):
         run = dtl("train", args, run_env(tmp_path, "after_step:stop:15"))
         wait_until_stopped(run)
@@ -42,6 +45,9 @@ def test_a_full_disk_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_pr
         code, out = finish(dtl("train", args, run_env(tmp_path)))
         assert code == 0, out
         assert f"resuming from {last}" in out and load(last)["global_step"] == 30
+    wandb_id = (run_dir / "wandb_id").read_text().strip()
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_id) == 8 and len(runs) == 2 and all(r.name.endswith(f"-{wandb_id}") for r in runs), runs
 
 
 def test_a_truncated_last_checkpoint_resumes_from_the_newest_valid_one_with_a_warning(tiny_corpus, tmp_path):
