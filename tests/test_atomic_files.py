@@ -1,0 +1,40 @@
+"""dtl_foundation.atomic_files beyond the faults (tests/faults/test_fault_points.py): the written file's permissions
+follow the umask as an ordinary write's do, and arrays are never pickled."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from dtl_foundation.atomic_files import atomic_save_npy, atomic_save_npz, atomic_write_text
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_a_written_file_gets_the_permissions_of_an_ordinary_write(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "atomic.txt", "x")
+        assert os.umask(umask) == umask  # reading the umask left it as it was
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "atomic.txt").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+
+
+def test_an_object_array_is_refused_not_pickled_and_nothing_is_written(tmp_path):
+    with pytest.raises(ValueError, match="allow_pickle"):
+        atomic_save_npy(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arrays_round_trip(tmp_path):
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64)
+    atomic_save_npy(tmp_path / "a.npy", a)
+    atomic_save_npz(tmp_path / "ab.npz", a=a, b=b)
+    assert np.array_equal(np.load(tmp_path / "a.npy", allow_pickle=False), a)
+    with np.load(tmp_path / "ab.npz", allow_pickle=False) as loaded:
+        assert np.array_equal(loaded["a"], a) and np.array_equal(loaded["b"], b)
