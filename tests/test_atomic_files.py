@@ -1,15 +1,16 @@
 """dtl_foundation.atomic_files beyond the faults (tests/faults/test_fault_points.py): the written file's permissions
-follow the umask as an ordinary write's do, and arrays are never pickled."""
+follow the umask as an ordinary write's do, a failed write names its destination, arrays are never pickled."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 import numpy as np
 import pytest
 
-from dtl_foundation.atomic_files import atomic_save_npy, atomic_save_npz, atomic_write_text
+from dtl_foundation.atomic_files import atomic_path, atomic_save_npy, atomic_save_npz, atomic_write_text
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
@@ -38,3 +39,30 @@ def test_arrays_round_trip(tmp_path):
     assert np.array_equal(np.load(tmp_path / "a.npy", allow_pickle=False), a)
     with np.load(tmp_path / "ab.npz", allow_pickle=False) as loaded:
         assert np.array_equal(loaded["a"], a) and np.array_equal(loaded["b"], b)
+
+
+def test_a_write_error_names_the_destination_not_the_temporary_and_keeps_the_previous_file(tmp_path):
+    destination = tmp_path / "state.json"
+    atomic_write_text(destination, "previous")
+    for raised in (OSError(errno.ENOSPC, "No space left on device"),  # as a plain write reports a full disk
+                   OSError(errno.EDQUOT, "Disk quota exceeded", "TEMPORARY")):  # naming the temporary
+        with pytest.raises(OSError) as error:
+            with atomic_path(destination) as tmp:
+                tmp.write_text("new")
+                if raised.filename == "TEMPORARY":
+                    raised.filename = str(tmp)
+                raise raised
+        assert (error.value.errno, error.value.filename) == (raised.errno, str(destination))
+        assert error.value.strerror == f"{raised.strerror}; not written (a previous version is kept)"
+        assert error.value.__cause__ is raised
+        assert [p.name for p in tmp_path.iterdir()] == ["state.json"] and destination.read_text() == "previous"
+
+
+@pytest.mark.parametrize("raised", [FileNotFoundError(errno.ENOENT, "No such file or directory", "/elsewhere/x"),
+                                    OSError("no errno")])
+def test_other_errors_pass_through_unchanged(tmp_path, raised):
+    """An error about another file (a source being copied), or one without an errno, is not the write's to rename."""
+    with pytest.raises(OSError) as error:
+        with atomic_path(tmp_path / "out.bin"):
+            raise raised
+    assert error.value is raised and list(tmp_path.iterdir()) == []
