@@ -64,6 +64,8 @@ def test_schedule_is_frozen_casts_and_rejects_bad_input() -> None:
         make_schedule("quadratic", 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         NoiseSchedule.from_betas(torch.tensor([0.1, 1.5]))
+    with pytest.raises(ValueError, match="at least 2 steps"):  # one step has no posterior to sample from
+        NoiseSchedule.from_betas(torch.tensor([0.1]))
 
 
 def test_ddim_timesteps_are_even_and_include_both_ends() -> None:

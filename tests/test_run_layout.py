@@ -42,6 +42,7 @@ def test_a_run_whose_checkpoints_are_zero_directories_asks_for_an_export(tmp_pat
 
 def test_the_latest_attempt_config_and_csv_come_last_in_numeric_order(tmp_path):
     run = RunLayout(run_with_config(tmp_path / "run", attempts=(0, 2, 10)))
+    (run.root / "meta" / "attempt_old").mkdir()  # a user's copy, not an attempt
     assert run.attempts() == [0, 2, 10]
     assert run.next_attempt() == 11
     assert [p.parent.name for p in run.configs()] == ["attempt_0", "attempt_2", "attempt_10"]
