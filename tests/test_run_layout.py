@@ -1,9 +1,11 @@
 """The run layout every reader of run directories uses, and checkpoint resolution for loading trained runs."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from dtl_foundation.run_layout import RunLayout, is_zero_checkpoint
+from dtl_foundation.run_layout import RunLayout, attempt_number, is_zero_checkpoint
 from lightning_modules.trained_model import resolve_checkpoint
 
 
@@ -66,3 +68,10 @@ def test_resume_candidates_and_zero_detection(tmp_path):
     assert is_zero_checkpoint(zero) and run.zero_checkpoint() == zero
     (zero / "global_step4" / "mp_rank_00_model_states.pt").unlink()
     assert not is_zero_checkpoint(zero) and run.zero_checkpoint() is None
+
+
+def test_attempt_number_reads_the_attempt_folder_or_says_minus_one():
+    assert attempt_number(Path("run/meta/attempt_3/config.yaml")) == 3
+    assert attempt_number(Path("run/csv/attempt_12/metrics.csv")) == 12
+    assert attempt_number(Path("run/meta/attempt_old/config.yaml")) == -1
+    assert attempt_number(Path("run/checkpoints/last.ckpt")) == -1
