@@ -66,6 +66,7 @@ def test_schedule_is_frozen_casts_and_rejects_bad_input() -> None:
         NoiseSchedule.from_betas(torch.tensor([0.1, 1.5]))
     with pytest.raises(ValueError, match="at least 2 steps"):  # one step has no posterior to sample from
         NoiseSchedule.from_betas(torch.tensor([0.1]))
+    assert NoiseSchedule.from_betas(torch.tensor([0.1, 0.2])).num_steps == 2  # the shortest there is
 
 
 def test_ddim_timesteps_are_even_and_include_both_ends() -> None:
