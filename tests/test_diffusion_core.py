@@ -67,6 +67,8 @@ def test_schedule_is_frozen_casts_and_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="at least 2 steps"):  # one step has no posterior to sample from
         NoiseSchedule.from_betas(torch.tensor([0.1]))
     assert NoiseSchedule.from_betas(torch.tensor([0.1, 0.2])).num_steps == 2  # the shortest there is
+    with pytest.raises(ValueError, match=r"1-D .* got shape \(2, 3\)"):
+        NoiseSchedule.from_betas(torch.full((2, 3), 0.1))
 
 
 def test_ddim_timesteps_are_even_and_include_both_ends() -> None:
