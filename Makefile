@@ -152,10 +152,11 @@ gpu-kit:
 	echo "travels: tracked $$tree + untracked $$untracked + kit = $$total MiB (64 at most; here $(GPU_KIT_MAX_MIB))"; \
 	awk -v t=$$total -v m=$(GPU_KIT_MAX_MIB) 'BEGIN {exit t > m}'
 
-# Mutation testing, not part of `make test` (about half an hour on 2 cores): cosmic-ray, in its own venv (it needs a
-# newer click than syncnet-python's scenedetect allows), over each module of benchmarks/mutation/*.toml with that
-# module's tests. It edits the module in place while it runs (and restores it): edit nothing meanwhile. Sessions and
-# the surviving mutants' diffs go to outputs/mutation/; the scores are in benchmarks/README.md.
+# Mutation testing, not part of `make test` (hours on 2 cores: about 1,000 mutants at 5-20 s each): cosmic-ray, in
+# its own venv (it needs a newer click than syncnet-python's scenedetect allows), over each module of
+# benchmarks/mutation/*.toml with that module's tests. It edits the module in place while it runs (and restores it):
+# edit nothing meanwhile. Sessions and the surviving mutants' diffs go to outputs/mutation/; the scores are in
+# benchmarks/README.md.
 MUTATION_VENV := .venv-mutation
 mutation: install
 	test -x $(MUTATION_VENV)/bin/cosmic-ray || ($(PYTHON) -m venv $(MUTATION_VENV) && \

@@ -29,13 +29,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        faults.at_write("mid_write", path, tmp_path)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        faults.at_write("before_rename", path, tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            faults.at_write("mid_write", path, tmp_path)
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            faults.at_write("before_rename", path, tmp_path)
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
+            os.replace(tmp_path, path)
+        except OSError as e:
+            if e.errno is None or e.filename not in (None, str(tmp_path)):
+                raise
+            # a full disk or a quota names the hidden temporary, or nothing: name the file the user knows
+            raise OSError(e.errno, f"{e.strerror}; not written (a previous version is kept)", str(path)) from e
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

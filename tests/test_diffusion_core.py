@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lightning_modules.diffusion import (NoiseSchedule, cfg_denoise, classifier_free_guidance,
+from lightning_modules.diffusion import (NoiseSchedule, cfg_denoise, classifier_free_guidance, coefficient_at,
                                          cosine_alpha_bar_schedule, ddim_sample, ddim_timesteps, ddpm_sample,
                                          guided_denoiser, linear_beta_schedule, make_schedule, predicted_eps,
                                          predicted_x0, prediction_target, q_posterior_mean_variance, q_sample)
@@ -64,6 +64,24 @@ def test_schedule_is_frozen_casts_and_rejects_bad_input() -> None:
         make_schedule("quadratic", 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         NoiseSchedule.from_betas(torch.tensor([0.1, 1.5]))
+    with pytest.raises(ValueError, match="at least 2 steps"):  # one step has no posterior to sample from
+        NoiseSchedule.from_betas(torch.tensor([0.1]))
+    assert NoiseSchedule.from_betas(torch.tensor([0.1, 0.2])).num_steps == 2  # the shortest there is
+    with pytest.raises(ValueError, match=r"1-D .* got shape \(2, 3\)"):
+        NoiseSchedule.from_betas(torch.full((2, 3), 0.1))
+    for outside in (0.0, -0.1, 1.1):
+        with pytest.raises(ValueError, match=r"betas must lie in \(0, 1\]"):
+            NoiseSchedule.from_betas(torch.tensor([0.1, outside]))
+    assert NoiseSchedule.from_betas(torch.tensor([0.1, 1.0])).alphas_cumprod[-1] == 0  # 1 itself is allowed
+    assert make_schedule("cosine", 7).num_steps == 7 and make_schedule("cosine", 8).num_steps == 8  # odd and even
+
+
+def test_coefficients_broadcast_against_any_rank() -> None:
+    values, t = torch.arange(5, dtype=torch.float64), torch.tensor([4, 1])
+    for like in (torch.zeros(2, 3), torch.zeros(2, 3, 4), torch.zeros(2, 3, 4, 5, dtype=torch.float32)):
+        out = coefficient_at(values, t, like)
+        assert out.shape == (2, *[1] * (like.ndim - 1)) and out.dtype == like.dtype
+        assert out.flatten().tolist() == [4.0, 1.0]
 
 
 def test_ddim_timesteps_are_even_and_include_both_ends() -> None:

@@ -1,9 +1,11 @@
 """The run layout every reader of run directories uses, and checkpoint resolution for loading trained runs."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from dtl_foundation.run_layout import RunLayout, is_zero_checkpoint
+from dtl_foundation.run_layout import RunLayout, attempt_number, is_zero_checkpoint
 from lightning_modules.trained_model import resolve_checkpoint
 
 
@@ -42,6 +44,7 @@ def test_a_run_whose_checkpoints_are_zero_directories_asks_for_an_export(tmp_pat
 
 def test_the_latest_attempt_config_and_csv_come_last_in_numeric_order(tmp_path):
     run = RunLayout(run_with_config(tmp_path / "run", attempts=(0, 2, 10)))
+    (run.root / "meta" / "attempt_old").mkdir()  # a user's copy, not an attempt
     assert run.attempts() == [0, 2, 10]
     assert run.next_attempt() == 11
     assert [p.parent.name for p in run.configs()] == ["attempt_0", "attempt_2", "attempt_10"]
@@ -65,3 +68,10 @@ def test_resume_candidates_and_zero_detection(tmp_path):
     assert is_zero_checkpoint(zero) and run.zero_checkpoint() == zero
     (zero / "global_step4" / "mp_rank_00_model_states.pt").unlink()
     assert not is_zero_checkpoint(zero) and run.zero_checkpoint() is None
+
+
+def test_attempt_number_reads_the_attempt_folder_or_says_minus_one():
+    assert attempt_number(Path("run/meta/attempt_3/config.yaml")) == 3
+    assert attempt_number(Path("run/csv/attempt_12/metrics.csv")) == 12
+    assert attempt_number(Path("run/meta/attempt_old/config.yaml")) == -1
+    assert attempt_number(Path("run/checkpoints/last.ckpt")) == -1

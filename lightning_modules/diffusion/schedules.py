@@ -16,7 +16,7 @@ def linear_beta_schedule(steps: int, beta_start: float = 1e-4, beta_end: float =
     return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
 
 
-def cosine_alpha_bar(t: torch.Tensor, s: float = 0.008) -> torch.Tensor:
+def cosine_alpha_bar(t: torch.Tensor, s: float) -> torch.Tensor:
     """alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t + s) / (1 + s) pi / 2) on [0, 1] (Nichol & Dhariwal 2021 eq. 17)."""
     f = lambda u: torch.cos((u + s) / (1 + s) * (math.pi / 2)) ** 2
     return f(t) / f(torch.zeros_like(t))

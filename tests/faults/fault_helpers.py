@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from dtl_foundation.faults import FAULT_ENV
 
@@ -47,3 +51,29 @@ def wait_until_stopped(proc: subprocess.Popen, timeout: float = 240) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"the process did not reach its stop point:\n{proc.stdout.read()}")
+
+
+@contextmanager
+def small_tmpfs(directory: Path, size: str = "64m") -> Iterator[Path]:
+    """A real, small file system at `directory` (created), unmounted after; mounting needs root, as CI runs."""
+    if os.geteuid() != 0:
+        pytest.skip("a real full disk needs a tmpfs, and mounting one needs root (CI runs the tests as root)")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True)
+
+
+def fill_up(directory: Path) -> Path:
+    """Take every free byte of `directory`'s file system with one file (delete it to free them again)."""
+    filler = directory / "filler"
+    free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, 0, free)
+    finally:
+        os.close(fd)
+    assert os.statvfs(directory).f_bavail == 0
+    return filler

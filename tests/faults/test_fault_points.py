@@ -39,3 +39,16 @@ def test_a_full_disk_mid_write_leaves_the_previous_file(tmp_path, monkeypatch):
         atomic_write_text(tmp_path / "state.json", '{"state": "done"}')
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
     assert (tmp_path / "state.json").read_text() == '{"state": "running"}'
+
+
+def test_a_list_of_faults_fires_each_once_at_its_own_point(tmp_path, monkeypatch):
+    monkeypatch.setenv(faults.FAULT_ENV, "before_rename:enospc:a.json,mid_write:enospc:b.json#2,after_step:nan:3")
+    with pytest.raises(OSError):
+        atomic_write_text(tmp_path / "a.json", "{}")
+    atomic_write_text(tmp_path / "a.json", "{}")
+    atomic_write_text(tmp_path / "b.json", "1")
+    with pytest.raises(OSError):
+        atomic_write_text(tmp_path / "b.json", "2")
+    atomic_write_text(tmp_path / "b.json", "3")
+    assert faults.at_step(2) is None and faults.at_step(3).action == "nan" and faults.at_step(3) is None
+    assert sorted(p.read_text() for p in tmp_path.iterdir()) == ["3", "{}"]

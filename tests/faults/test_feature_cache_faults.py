@@ -10,15 +10,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import datamodules.feature_cache as feature_cache
 from datamodules.feature_cache import FeatureCache, precompute_features
 from datamodules.features import FeatureConfig
 from dtl_foundation.faults import FAULT_ENV
+from fault_helpers import fill_up, small_tmpfs, wait_until_stopped
 
 REPO = Path(__file__).resolve().parents[2]
 FILLER = textwrap.dedent("""
@@ -76,15 +77,6 @@ def damaged_entries(root: Path) -> list[str]:
     return bad
 
 
-def wait_until_stopped(proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"the filler did not reach its stop point:\n{proc.stdout.read()}")
-
-
 @pytest.mark.parametrize("writer", ["atomic", "in_place"])
 def test_a_kill_inside_an_entry_write_leaves_no_partial_entry_and_loses_nothing(tmp_path, clips, writer):
     root = tmp_path / "cache"
@@ -124,17 +116,37 @@ def test_a_reader_never_sees_an_entry_another_process_is_writing(tmp_path, clips
     assert damaged_entries(root) == []
 
 
-def test_a_full_disk_during_an_entry_write_is_a_clear_error_and_the_cache_still_loads(tmp_path, clips,
+def in_place_save(path: Path, array: np.ndarray) -> None:
+    """The broken variant in this process: the entry itself is written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+@pytest.mark.parametrize("writer", ["atomic", "in_place"])
+def test_a_full_disk_during_an_entry_write_is_a_clear_error_and_the_cache_still_loads(tmp_path, clips, writer,
                                                                                           monkeypatch):
-    root = tmp_path / "cache"
-    cache = FeatureCache(root, FeatureConfig())
-    precompute_features(clips[:2], cache, 25, progress=False)
-    monkeypatch.setenv(FAULT_ENV, f"before_rename:enospc:{cache.entry_path(clips[2], 25).name}")
-    with pytest.raises(OSError, match=r"No space left on device.*" + cache.entry_path(clips[2], 25).name):
-        cache.get(clips[2], 25)
-    assert not list(root.rglob("*.tmp"))  # the temporary was removed, no space held
-    monkeypatch.delenv(FAULT_ENV)
-    again = FeatureCache(root, FeatureConfig())
-    for clip in clips[:3]:
-        again.get(clip, 25)
-    assert again.stats == {"hits": 2, "misses": 1, "corrupt": 0}
+    """A real full disk: the cache on a small tmpfs with every free byte taken after two entries."""
+    if writer == "in_place":
+        monkeypatch.setattr(feature_cache, "atomic_save_npy", in_place_save)
+    with small_tmpfs(tmp_path / "cache", size="8m") as root:
+        cache = FeatureCache(root, FeatureConfig())
+        precompute_features(clips[:2], cache, 25, progress=False)
+        filler = fill_up(root)
+        entry = cache.entry_path(clips[2], 25)
+        with pytest.raises(OSError, match="No space left on device") as error:
+            cache.get(clips[2], 25)
+        if writer == "in_place":  # a partial entry is left, and the error does not say which file
+            assert damaged_entries(root) == [entry.name] and str(entry) not in str(error.value)
+            return
+        assert f"not written (a previous version is kept): '{entry}'" in str(error.value)
+        assert not list(root.rglob("*.tmp")) and not entry.exists()  # no temporary holding space, no partial entry
+        full = FeatureCache(root, FeatureConfig())  # still full: what is there loads
+        for clip in clips[:2]:
+            full.get(clip, 25)
+        assert full.stats == {"hits": 2, "misses": 0, "corrupt": 0}
+        filler.unlink()
+        again = FeatureCache(root, FeatureConfig())
+        for clip in clips[:3]:
+            again.get(clip, 25)
+        assert again.stats == {"hits": 2, "misses": 1, "corrupt": 0}
