@@ -11,29 +11,44 @@ import torch
 from datamodules.blendshape_dataset import BlendshapeWindowDataset
 
 
-def long_audio_batch(dataset: BlendshapeWindowDataset, min_seconds: float = 20.0, fps: float = 25.0,
-                     max_clips: int | None = None) -> dict[str, torch.Tensor]:
-    """One batch item per (speaker, emotion, level) whose sentences last at least `min_seconds` together (in
-    sentence order, joined until that length); the conditions (style clip, initial expression, labels) are those
-    of its first sentence. Adds `joins`: (B, T) True at the first frame of each joined sentence after the first."""
-    groups: dict[tuple[str, str, int], list[int]] = defaultdict(list)
+def _joined(dataset: BlendshapeWindowDataset, frames_needed: int, key) -> list[list[int]]:
+    """Per group of clips (by `key`), its clips in sentence order up to `frames_needed` frames; groups too short
+    are left out."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
     for i, clip in enumerate(dataset.clips):
-        groups[(clip.speaker, clip.emotion, clip.level)].append(i)
-    frames_needed = int(np.ceil(min_seconds * fps))
-    chosen: list[list[int]] = []
-    for key in sorted(groups):
-        indices = sorted(groups[key], key=lambda i: dataset.clips[i].sentence)
+        groups[key(clip)].append(i)
+    chosen = []
+    for group in sorted(groups):
         total, taken = 0, []
-        for i in indices:
+        for i in sorted(groups[group], key=lambda i: (dataset.clips[i].sentence, i)):
             taken.append(i)
             total += len(dataset.clips[i].blendshapes)
             if total >= frames_needed:
                 chosen.append(taken)
                 break
+    return chosen
+
+
+def _frames_by_speaker(dataset: BlendshapeWindowDataset) -> dict[str, int]:
+    frames: dict[str, int] = defaultdict(int)
+    for clip in dataset.clips:
+        frames[clip.speaker] += len(clip.blendshapes)
+    return frames
+
+
+def long_audio_batch(dataset: BlendshapeWindowDataset, min_seconds: float = 20.0, fps: float = 25.0,
+                     max_clips: int | None = None) -> dict[str, torch.Tensor]:
+    """One batch item per (speaker, emotion, level) whose sentences last at least `min_seconds` together (in
+    sentence order, joined until that length), or where none does, one per speaker; the conditions (style clip,
+    initial expression, labels) are those of its first sentence. Adds `joins`: (B, T) True at the first frame of
+    each joined sentence after the first."""
+    frames_needed = int(np.ceil(min_seconds * fps))
+    chosen = _joined(dataset, frames_needed, lambda c: (c.speaker, c.emotion, c.level))
+    if not chosen:  # a small corpus: a speaker's sentences of every emotion, the conditions those of the first
+        chosen = _joined(dataset, frames_needed, lambda c: (c.speaker,))
     if not chosen:
-        longest = max((sum(len(dataset.clips[i].blendshapes) for i in g) for g in groups.values()), default=0)
-        raise ValueError(f"no speaker, emotion and level has {min_seconds:g} s of held-out sentences "
-                         f"(the longest has {longest / fps:.1f} s)")
+        raise ValueError(f"no held-out speaker has {min_seconds:g} s of sentences to join (the longest has "
+                         f"{max(_frames_by_speaker(dataset).values(), default=0) / fps:.1f} s)")
     if max_clips is not None:
         chosen = chosen[:: max(len(chosen) // max_clips, 1)][:max_clips]
     first_item = {clip_index: item for item, (clip_index, start) in reversed(list(enumerate(dataset.items)))
