@@ -95,8 +95,9 @@ def test_chained_stages_on_slurm_wait_read_resume_and_rerun_as_a_no_op(tiny_corp
     held = json.loads((refiner.slurm_dir / "submissions.json").read_text())
     assert sorted(s["indices"] for s in held) == [[0], [1]]  # one job per seed, each held by its own EmoDiff
     jobs = {s["indices"][0]: s["job"] for s in held}
+    scripts = {s["indices"][0]: Path(s["script"]).read_text() for s in held}
     for k, job in jobs.items():
-        assert f"#SBATCH --dependency=afterok:{trained['job']}_{k}\n" in Path(held[k]["script"]).read_text()
+        assert f"#SBATCH --dependency=afterok:{trained['job']}_{k}\n" in scripts[k]
         assert job_field(job, "Dependency", local_slurm).startswith(f"afterok:{trained['job']}_{k}")
         assert job_field(job, "JobState", local_slurm) == "PENDING"
 

@@ -314,7 +314,8 @@ def submit_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None, dep
     """Submit `runs` as one job array (held by `dependency`), record it, say so; the array's job id."""
     script, log_dir = render_array(sweep, runs, parallel, dependency)
     log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the folder of --output
-    job, path = write_and_submit(script, sweep.store.slurm_dir, sweep.sweep_id, env=child_env())
+    # named by its first run too: arrays of one sweep submitted within a second must not share a script file
+    job, path = write_and_submit(script, sweep.store.slurm_dir, f"{sweep.sweep_id}-run{runs[0].index}", env=child_env())
     sweep.store.record_submission(job, [r.index for r in runs], path)
     print(f"submitted job array {job}: {len(runs)} runs ({', '.join(r.run_id for r in runs)})"
           + (f" after {dependency}" if dependency else "") + f", script {path}, "
