@@ -136,3 +136,64 @@ def test_chained_stages_on_slurm_wait_read_resume_and_rerun_as_a_no_op(tiny_corp
     assert len(json.loads((emodiff.slurm_dir / "submissions.json").read_text())) == 1
     assert len(json.loads((refiner.slurm_dir / "submissions.json").read_text())) == 2
     assert not list(outputs.glob("*/*/meta/attempt_2")) and len(list(outputs.glob("*/*/meta/attempt_1"))) == 1
+
+
+def one_seed(chain: dict) -> dict:
+    """The chain with one seed per stage and two steps each: the machinery, not the science."""
+    stages = {}
+    for name, stage in chain["stages"].items():
+        parameters = dict(stage["sweep"]["parameters"], seed={"values": [1]}, **{"trainer.max_steps": {"value": 2}})
+        parameters.pop("callbacks.last_checkpoint.every_n_train_steps", None)
+        stages[name] = dict(stage, sweep=dict(stage["sweep"], parameters=parameters))
+    return dict(chain, stages=stages)
+
+
+@pytest.mark.slow
+def test_here_the_stages_run_in_order_and_the_same_command_is_then_a_no_op(tiny_corpus, tmp_path, monkeypatch,
+                                                                           capsys):
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("DTL_OUTPUT_ROOT", str(outputs))
+    monkeypatch.setenv("DTL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(REPO)
+    file = tmp_path / "chain.yaml"
+    file.write_text(yaml.safe_dump(one_seed(CHAIN)))
+    args = [str(file), "--sweep-id", "here", *TINY, f"data.corpus_dir={tiny_corpus}", "trainer.accelerator=cpu"]
+    assert sweep(args) == 0, capsys.readouterr()
+    emodiff = SweepStore(outputs / "sweeps" / "here-emodiff")
+    refiner = SweepStore(outputs / "sweeps" / "here-lip_refiner")
+    [trained], [refined] = emodiff.runs(), refiner.runs()
+    assert emodiff.state(trained.run_id)["state"] == refiner.state(refined.run_id)["state"] == "done"
+    config = yaml.safe_load((Path(refined.run_dir) / "meta" / "attempt_0" / "config.yaml").read_text())
+    assert config["model"]["emodiff_run"] == trained.run_dir
+    assert (Path(refined.run_dir) / "meta" / "attempt_0").stat().st_mtime > \
+        (Path(trained.run_dir) / "checkpoints" / "last.ckpt").stat().st_mtime
+    assert (outputs / "sweeps" / "here" / "report" / "report.md").is_file()
+
+    capsys.readouterr()
+    assert sweep(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("1 of 1 runs already done") == 2 and "comparison up to date" in out
+    assert not list(outputs.glob("*/*/meta/attempt_1"))
+
+
+@pytest.mark.slow
+def test_an_input_file_its_stage_did_not_write_stops_the_stage_that_reads_it(tiny_corpus, tmp_path, monkeypatch,
+                                                                             capsys):
+    """Two steps of the judge save no best.ckpt (no validation ran): the models stage does not start."""
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("DTL_OUTPUT_ROOT", str(outputs))
+    monkeypatch.setenv("DTL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(REPO)
+    pipeline = yaml.safe_load(PIPELINE_FILE.read_text())
+    judge = pipeline["stages"]["judge"]
+    judge["sweep"]["parameters"]["trainer.max_steps"] = {"value": 2}
+    models = {"sweep": {"method": "grid", "parameters": {"experiment": {"value": "baseline_demo"}}},
+              "inputs": pipeline["stages"]["models"]["inputs"]}
+    file = tmp_path / "judged.yaml"
+    file.write_text(yaml.safe_dump({"name": "judged", "stages": {"judge": judge, "models": models}}))
+    args = [str(file), "--sweep-id", "judged", *TINY, f"data.corpus_dir={tiny_corpus}", "trainer.accelerator=cpu"]
+    assert sweep(args) == 1
+    err = capsys.readouterr().err
+    best = outputs / "emotion_classifier_demo" / "judged-judge-0" / "checkpoints" / "best.ckpt"
+    assert f"judged-models-0 reads {best}, which run judged-judge-0 of stage judge did not write" in err
+    assert not (outputs / "baseline_demo").exists()

@@ -173,10 +173,28 @@ def stage_inputs(pipeline: Pipeline, stage: Stage, run: PlannedRun) -> list[tupl
             for i in stage.inputs]
 
 
+def missing_inputs(pipeline: Pipeline, stage: Stage) -> list[str]:
+    """What the stage's unfinished runs read and their finished inputs did not write (a file named by `path`)."""
+    missing = []
+    for run in stage.runs:
+        if stage.sweep.store.state(run.run_id)["state"] == "done":
+            continue
+        for spec in stage.inputs:
+            up = upstream(pipeline, spec, run.params, f"stages.{stage.name}")
+            if not Path(input_value(up, spec)).exists():
+                missing.append(f"{run.run_id} reads {input_value(up, spec)}, which run {up.run_id} of stage "
+                               f"{spec.stage} did not write ({pipeline.path}: stages.{stage.name}.inputs.{spec.key})")
+    return missing
+
+
 def run_here(pipeline: Pipeline) -> int:
     """The stages one after another (each a local sweep, finished runs skipped); stops at a stage with failures."""
     for stage in pipeline.stages:
         print(f"== stage {stage.name}: {len(stage.runs)} runs ({stage.sweep.sweep_id})", flush=True)
+        missing = missing_inputs(pipeline, stage)
+        if missing:
+            print("dtl sweep: " + "\n  ".join(missing), file=sys.stderr)
+            return 1
         if run_local(stage.sweep) != 0:
             print(f"dtl sweep: stage {stage.name} has failed runs: the stages after it wait; fix and run the same "
                   "command again", file=sys.stderr)
