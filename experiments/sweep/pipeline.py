@@ -213,8 +213,13 @@ def submit(pipeline: Pipeline, parallel: int | None) -> int:
         for run in stage.runs:
             if store.state(run.run_id)["state"] == "done":
                 continue
-            if busy_elsewhere(store, run):
-                task_of[run.run_id] = store.submitted_task(run.index) or store.state(run.run_id).get("slurm_job")
+            busy = busy_elsewhere(store, run)
+            if busy:
+                task = store.submitted_task(run.index) or store.state(run.run_id).get("slurm_job")
+                if task is None:  # a local process: nothing Slurm could wait for
+                    print(f"dtl sweep: {run.run_id}: {busy}; submit when it is done", file=sys.stderr)
+                    return 1
+                task_of[run.run_id] = task
                 continue
             waits = []
             for up_stage, up in stage_inputs(pipeline, stage, run):
