@@ -12,7 +12,7 @@ A pipeline file has `name`, `stages` and optionally `compare`:
         sweep: {method: grid, parameters: {experiment: {value: lip_refiner_demo}, seed: {values: [1, 2, 3]}}}
         inputs:                                       # the EmoDiff run of the same seed
           model.emodiff_run: {stage: models, match: [seed], where: {experiment: emodiff_demo}}
-    compare: {stages: [models, lip_refiner], baseline: emodiff_demo}
+    compare: {stages: [models, lip_refiner], baseline: emodiff_demo, goals: {test/diversity: max}}
 
 Each stage is a grid sweep, `<pipeline id>-<stage>` (its runs `<pipeline id>-<stage>-<k>`, states and logs as
 `dtl sweep` keeps them). An input names the one run of its stage whose parameters equal this run's on `match`
@@ -264,6 +264,8 @@ def compare_runs(pipeline: Pipeline, pipeline_dir: Path) -> int:
         args += ["--baseline", str(pipeline.compare["baseline"])]
     for metric in pipeline.compare.get("metrics") or []:
         args += ["--metric", metric]
+    for metric, goal in (pipeline.compare.get("goals") or {}).items():
+        args += ["--goal", f"{metric}={goal}"]
     print(f"$ dtl compare {shlex.join(args)}", flush=True)
     code = compare(args)
     if code == 0:
