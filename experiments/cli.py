@@ -29,7 +29,7 @@ SUBCOMMANDS = {
     "generate": Subcommand("experiments.generate.command:main",
                            "generate from audio: dtl generate blendshapes (ARKit CSV) | video --portrait IMG "
                            "(MP4 with audio)"),
-    "sweep": Subcommand("experiments.sweep.command:main",
+    "sweep": Subcommand("experiments.sweep.entry:main",
                         "run a sweep (W&B sweep YAML): dtl sweep FILE [--slurm | --backend wandb] [overrides]"),
     "compare": Subcommand("experiments.compare.command:main",
                           "compare runs: dtl compare RUN_DIR|FOLDER... [--group NAME [--wandb-dir DIR]] [--metric M] "

@@ -16,8 +16,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dtl_foundation.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
 from dtl_foundation.mead import EMOTION_INDEX
-from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
+from lightning_modules.blendshape_evaluation import BlendshapeEvaluation, evaluate_long_audio
 from lightning_modules.diffusion import predicted_x0, prediction_target, q_sample
+from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
 from lightning_modules.losses import masked_weighted_mse
 from lightning_modules.networks.emodiff_generator import EmoDiffGenerator
 from lightning_modules.optimization import optimizer_config
@@ -36,6 +37,8 @@ class EmoDiff(L.LightningModule):
     classifier-free guidance). With `autoregressive`, a random share of windows gets its first `context_frames`
     frames as known context, so generation can continue window by window (the paper's ablation switches it off).
     Every checkpoint carries the style bank of the training clips (see EmoDiffGenerator).
+    Testing also logs emotion accuracy by the frozen `emotion_classifier` (when given), the diversity of two draws
+    per batch, and boundary continuity on long audio (see BlendshapeEvaluation).
     """
 
     def __init__(self, denoiser: nn.Module, optimizer: partial, scheduler: partial | None = None, *,
@@ -45,7 +48,7 @@ class EmoDiff(L.LightningModule):
                  context_prob: float = 0.5, mouth_weight: float = 2.0, velocity_weight: float = 0.5,
                  ema_decay: float = 0.999, sample_steps: int = 8, guidance_scale: float = 1.5,
                  val_sample_batches: int = 4, generation_window: int = 64, bank_exemplars: int = 4,
-                 sampler: str = "dpmpp_2m") -> None:
+                 sampler: str = "dpmpp_2m", emotion_classifier: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -58,6 +61,7 @@ class EmoDiff(L.LightningModule):
         self.register_buffer("coefficient_weights", weights, persistent=False)
         self.val_metrics = BlendshapeEvaluation("val")
         self.test_metrics = BlendshapeEvaluation("test")
+        self._judge: dict[str, nn.Module] = {}  # the frozen emotion judge, kept out of the state dict
 
     # --- inference model of a checkpoint (see lightning_modules/trained_model.py) ------------------------------
     @staticmethod
@@ -90,6 +94,11 @@ class EmoDiff(L.LightningModule):
             self.model.bs_mean.copy_(torch.as_tensor(datamodule.blendshape_mean))
             self.model.bs_std.copy_(torch.as_tensor(datamodule.blendshape_std))
             self._copy_buffers_to_ema()
+        if self.hparams.emotion_classifier and not self._judge:
+            self._judge["judge"] = BlendshapeEmotionClassifier.load_frozen(self.hparams.emotion_classifier)
+
+    def judge(self) -> nn.Module | None:
+        return self._judge["judge"].to(self.device) if self._judge else None
 
     # --- inference API (delegates to the EMA generator) ---------------------------------------------------
     def normalize(self, blendshapes: torch.Tensor) -> torch.Tensor:
@@ -193,7 +202,9 @@ class EmoDiff(L.LightningModule):
         if stage == "val" and batch_idx >= self.hparams.val_sample_batches:
             return
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        metrics.update(self.generate(batch, generator=generator), batch)
+        sample = self.generate(batch, generator=generator)
+        second = self.generate(batch, generator=generator) if stage == "test" else None
+        metrics.update(sample, batch, judge=self.judge(), second_sample=second)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val", self.val_metrics)
@@ -205,6 +216,12 @@ class EmoDiff(L.LightningModule):
         self.val_metrics.log_epoch(self)
 
     def on_test_epoch_end(self) -> None:
+        generator = self.generator
+        window = generator.generation_window
+        hop = window - generator.context_frames if generator.autoregressive else window
+        seeded = lambda: torch.Generator(device=self.device).manual_seed(0)
+        evaluate_long_audio(self, self.test_metrics, lambda batch: self.generate(batch, generator=seeded()), window,
+                            hop)
         self.test_metrics.log_epoch(self)
 
     def configure_optimizers(self) -> dict[str, Any]:

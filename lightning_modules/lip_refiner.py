@@ -13,11 +13,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
+from lightning_modules.blendshape_evaluation import BlendshapeEvaluation, evaluate_long_audio
 from lightning_modules.mouth_perturbation import perturb_mouth
 from lightning_modules.networks.lip_refiner import LipRefinement
 from lightning_modules.optimization import optimizer_config
-from metrics.blendshape import EmotionAccuracy
 from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
 from lightning_modules.trained_model import load_trained_model
 
@@ -58,8 +57,6 @@ class LipRefiner(L.LightningModule):
         self._frozen: dict[str, nn.Module] = {}  # EmoDiff and the emotion judge, kept out of the state dict
         self.metrics = nn.ModuleDict({f"{stage}{part}": BlendshapeEvaluation(f"{stage}{part}")
                                       for stage in ("val", "test") for part in ("", "/source")})
-        self.emotion_metrics = nn.ModuleDict({f"{stage}{part}": EmotionAccuracy()
-                                              for stage in ("val", "test") for part in ("", "/source")})
 
     # --- inference model of a checkpoint (see lightning_modules/trained_model.py) ------------------------------
     @staticmethod
@@ -171,22 +168,39 @@ class LipRefiner(L.LightningModule):
         refined = self.refine(source, batch["audio"], batch["mask"])
         self.log(f"{stage}/loss", self.losses(source, refined, batch)["loss"], batch_size=batch["audio"].shape[0],
                  sync_dist=True)
+        second_source = second_refined = None
+        if stage == "test":  # another draw of the source (seeded apart from every batch's), refined
+            second_source = self.evaluation_source(batch, 1_000_003 + batch_idx)
+            second_refined = self.refine(second_source, batch["audio"], batch["mask"])
         judge = self.frozen("judge")
-        for part, sequence in (("", refined), ("/source", source)):
-            self.metrics[f"{stage}{part}"].update(sequence, batch)
-            if judge is not None:
-                probabilities = judge(sequence, batch["mask"]).softmax(-1)
-                self.emotion_metrics[f"{stage}{part}"].update_probabilities(probabilities, batch["emotion"])
+        for part, sequence, second in (("", refined, second_refined), ("/source", source, second_source)):
+            self.metrics[f"{stage}{part}"].update(sequence, batch, judge=judge, second_sample=second)
+
+    def source_windows(self) -> tuple[int, int]:
+        """(window, hop) of the source's generation: EmoDiff's, else (perturbed ground truth) the data window's."""
+        generator = self.frozen("emodiff")  # the trained run's EmoDiffGenerator
+        if generator is None:
+            window = int(self.trainer.datamodule.hparams.window)
+            return window, window
+        window = generator.generation_window
+        return window, window - generator.context_frames if generator.autoregressive else window
 
     def _log_epoch(self, stage: str) -> None:
+        if stage == "test":
+            sources: dict[str, torch.Tensor] = {}
+
+            def predict(part: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+                if "source" not in sources:
+                    sources["source"] = self.evaluation_source(batch, 0)
+                source = sources["source"]
+                return source if part else self.refine(source, batch["audio"], batch["mask"])
+
+            window, hop = self.source_windows()
+            for part in ("/source", ""):
+                evaluate_long_audio(self, self.metrics[f"{stage}{part}"], lambda b, part=part: predict(part, b),
+                                    window, hop)
         for part in ("", "/source"):
             self.metrics[f"{stage}{part}"].log_epoch(self)
-            emotion = self.emotion_metrics[f"{stage}{part}"]
-            if emotion.update_called:
-                result = emotion.compute()
-                self.log_dict({f"{stage}{part}/emotion_accuracy": result["accuracy"],
-                               f"{stage}{part}/emotion_confidence": result["confidence"]})
-                emotion.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

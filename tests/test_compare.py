@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 import pytest
 import torch
 from PIL import Image
@@ -104,8 +105,9 @@ def test_table_groups_seeds_marks_best_and_deltas(outputs, tmp_path, capsys):
         values = [m[metric] for m in baseline]
         mean, std = float(np.mean(values)), float(np.std(values, ddof=1))
         assert std > 0
+        interval = stats.t.ppf(0.975, 1) * std / np.sqrt(2)  # 95 % interval of the mean of two seeds
         best_is_baseline = mean < small[metric]  # both metrics: lower is better
-        expected_baseline = f"{mean:.4f} ± {std:.4f}" + (" ★" if best_is_baseline else "")
+        expected_baseline = f"{mean:.4f} ± {interval:.4f}" + (" ★" if best_is_baseline else "")
         expected_small = f"{small[metric]:.4f}" + ("" if best_is_baseline else " ★")
         diff = small[metric] - mean
         expected_delta = f"{diff:+.4f} ({diff / abs(mean):+.1%})"
@@ -282,7 +284,28 @@ def test_clear_errors_without_runs(tmp_path, capsys):
 def test_cell_and_delta_formatting():
     from experiments.compare.table import Cell
 
-    assert format_cell(Cell([0.2, 0.3]), 2) == f"0.2500 ± {np.std([0.2, 0.3], ddof=1):.4f}"
+    half_width = stats.t.ppf(0.975, 1) * np.std([0.2, 0.3], ddof=1) / np.sqrt(2)
+    assert format_cell(Cell([0.2, 0.3]), 2) == f"0.2500 ± {half_width:.4f}"
     assert format_cell(Cell([0.2]), 2) == "0.2000 (n=1)"
     assert format_cell(None, 2) == "-"
     assert format_delta((-0.05, -0.2)) == "-0.0500 (-20.0%)"
+
+
+def test_a_paired_test_over_seeds_finds_a_small_consistent_difference_that_seed_noise_hides():
+    """Seeds move both variants alike by far more than the variants differ: pairing by seed sees the difference,
+    an unpaired comparison of the same values (the broken variant) does not."""
+    from experiments.compare.significance import paired_over_seeds
+    from experiments.compare.table import Cell
+
+    seed_effect = {1: 0.00, 2: 0.05, 3: -0.04}
+    reference = {s: 0.30 + e for s, e in seed_effect.items()}
+    worse = {s: 0.30 + e + 0.01 + 0.001 * s for s, e in seed_effect.items()}
+    test = paired_over_seeds(worse, reference)
+    assert test.n == 3 and test.significant and test.mean_difference == pytest.approx(0.012)
+    assert stats.ttest_ind(list(worse.values()), list(reference.values())).pvalue > 0.5
+    assert not paired_over_seeds({s: 0.30 + e for s, e in seed_effect.items()} | {1: 0.31}, reference).significant
+    assert paired_over_seeds({1: 0.3}, reference) is None  # one shared seed: no test
+    assert paired_over_seeds(reference, reference).p_value == 1.0
+    cell = Cell(list(worse.values()), list(worse))
+    assert format_delta((0.012, 0.04), test).endswith(f"p={test.p_value:.2g} *")
+    assert cell.interval == pytest.approx(stats.t.ppf(0.975, 2) * np.std(cell.values, ddof=1) / np.sqrt(3))

@@ -1,5 +1,5 @@
-"""`dtl compare`: runs and sweeps side by side: mean +- std over seeds per variant, printed and written as
-markdown and a self-contained HTML report."""
+"""`dtl compare`: runs and sweeps side by side: mean +- 95 % interval over seeds per variant, the differences from
+the baseline a paired t-test over seeds finds significant, printed and written as markdown and an HTML report."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ EXAMPLES = """examples:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="dtl compare", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
-        description="Compare runs: runs differing only in seed form a variant; each metric is shown as mean ± std "
-                    "over seeds, the best variant marked, with deltas against a baseline variant.")
+        description="Compare runs: runs differing only in seed form a variant; each metric is shown as mean ± 95 % "
+                    "interval over seeds, the best variant marked, with deltas against a baseline variant and their "
+                    "p-value by a paired t-test over seeds (* significant at 0.05).")
     parser.add_argument("paths", nargs="*", type=Path,
                         help="run directories, or folders to search for run directories (a sweep, outputs/)")
     parser.add_argument("--group", help="a W&B group (the experiment name, or a sweep's group)")
@@ -130,7 +131,8 @@ def print_table(table: ComparisonTable, console: Console) -> None:
         _, texts = text_table(table)
         widths = [max(len(r[i]) for r in [header, *texts]) for i in range(len(header))]
         console.width = max(80, sum(widths) + 3 * len(widths) + 1)
-    out = Table(title="Run comparison (mean ± std over seeds; ★ best)", header_style="bold")
+    out = Table(title="Run comparison (mean ± 95 % interval over seeds; ★ best; * significant, paired over seeds)",
+                header_style="bold")
     for i, name in enumerate(header):
         out.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
     styles = {"best": "bold green", "better": "green", "worse": "red"}

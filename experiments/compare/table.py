@@ -1,4 +1,5 @@
-"""Group runs into variants (the config less its seed and run identity) and tabulate mean +- std over seeds."""
+"""Group runs into variants (the config less its seed and run identity) and tabulate mean +- 95 % interval over
+seeds, marking the differences from the baseline a paired test over seeds finds significant."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from experiments.compare.run_logs import RunLog, available_metrics
+from experiments.compare.significance import TEST_NAME, PairedTest, interval95, paired_over_seeds
 
 # Settings that name a run rather than what it trains: never part of a variant.
 RUN_IDENTITY_KEYS = ("run_id", "seed", "tags", "resume", "ckpt_path", "task_name", "paths.*", "launcher.*",
@@ -142,9 +144,10 @@ def group_variants(runs: list[RunLog], ignore: tuple[str, ...] = ()) -> list[Var
 
 @dataclass
 class Cell:
-    """One variant's values of one metric over its runs."""
+    """One variant's values of one metric over its runs, and the runs' seeds."""
 
     values: list[float]
+    seeds: list[Any] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -159,10 +162,19 @@ class Cell:
         """Sample standard deviation over seeds; None for a single run."""
         return float(np.std(self.values, ddof=1)) if self.n > 1 else None
 
+    @property
+    def interval(self) -> float | None:
+        """Half-width of the 95 % confidence interval of the mean; None for a single run."""
+        return interval95(self.values)
+
+    def by_seed(self) -> dict[Any, float]:
+        return {seed: value for seed, value in zip(self.seeds, self.values) if seed is not None}
+
 
 @dataclass
 class ComparisonTable:
-    """Per variant and metric: mean +- std over seeds, the best variant per metric, deltas against a baseline."""
+    """Per variant and metric: mean +- 95 % interval over seeds, the best variant per metric, deltas against a
+    baseline and their paired test over seeds."""
 
     variants: list[Variant]
     metrics: list[str]
@@ -184,6 +196,15 @@ class ComparisonTable:
             return None
         diff = ours.mean - theirs.mean
         return diff, (diff / abs(theirs.mean) if theirs.mean != 0 else None)
+
+    def significance(self, variant: str, metric: str) -> PairedTest | None:
+        """The paired test over seeds of the variant against the baseline (None without two shared seeds)."""
+        if self.baseline is None or variant == self.baseline:
+            return None
+        ours, theirs = self.cell(variant, metric), self.cell(self.baseline, metric)
+        if ours is None or theirs is None:
+            return None
+        return paired_over_seeds(ours.by_seed(), theirs.by_seed())
 
     def improves(self, variant: str, metric: str) -> bool | None:
         """Whether the variant beats the baseline on the metric (None when the goal or a value is unknown)."""
@@ -255,9 +276,9 @@ def build_table(runs: list[RunLog], metrics: list[str] | None = None, goals: lis
     cells = {}
     for v in variants:
         for m in chosen:
-            values = [r.final[m] for r in v.runs if m in r.final]
-            if values:
-                cells[(v.label, m)] = Cell(values)
+            logged = [r for r in v.runs if m in r.final]
+            if logged:
+                cells[(v.label, m)] = Cell([r.final[m] for r in logged], [r.seed for r in logged])
     for v in variants:  # dtl eval keeps a number that is not valid under eval/not_valid/, never as the headline
         for m in chosen:
             flagged = [r.name for r in v.runs if m.startswith("eval/") and f"eval/not_valid/{m[5:]}" in r.final]
@@ -287,18 +308,23 @@ def format_number(x: float, digits: int = 4, signed: bool = False) -> str:
 
 
 def format_cell(cell: Cell | None, runs_in_variant: int) -> str:
-    """'0.2173 ± 0.0012', with (n=k) when only k of the variant's runs logged the metric; '-' when none did."""
+    """'0.2173 ± 0.0012' (mean ± 95 % interval), with (n=k) when only k of the variant's runs logged the metric;
+    '-' when none did."""
     if cell is None:
         return "-"
-    text = format_number(cell.mean) + (f" ± {format_number(cell.std)}" if cell.std is not None else "")
+    text = format_number(cell.mean) + (f" ± {format_number(cell.interval)}" if cell.interval is not None else "")
     return text + (f" (n={cell.n})" if cell.n != runs_in_variant else "")
 
 
-def format_delta(delta: tuple[float, float | None] | None) -> str:
+def format_delta(delta: tuple[float, float | None] | None, test: PairedTest | None = None) -> str:
+    """'+0.0012 (+3.4%) p=0.012 *': the difference, and with a paired test its p-value, * when significant."""
     if delta is None:
         return ""
     diff, relative = delta
-    return format_number(diff, signed=True) + (f" ({relative:+.1%})" if relative is not None else "")
+    text = format_number(diff, signed=True) + (f" ({relative:+.1%})" if relative is not None else "")
+    if test is not None:
+        text += f" p={test.p_value:.2g}" + (" *" if test.significant else "")
+    return text
 
 
 def goal_arrow(goal: str | None) -> str:
@@ -307,9 +333,11 @@ def goal_arrow(goal: str | None) -> str:
 
 def reading_guide(table: ComparisonTable) -> str:
     """One line that says how to read the table."""
-    return (f"{sum(len(v.runs) for v in table.variants)} runs in {len(table.variants)} variants; mean ± sample std "
-            "over seeds (n=k: only k runs logged the metric); ★ best per metric; ↓/↑ lower/higher is better"
-            + (f"; Δ against {table.baseline}." if table.baseline else "."))
+    return (f"{sum(len(v.runs) for v in table.variants)} runs in {len(table.variants)} variants; mean ± 95 % "
+            "confidence interval over seeds (Student t; n=k: only k runs logged the metric); ★ best per metric; "
+            "↓/↑ lower/higher is better"
+            + (f"; Δ against {table.baseline}, p from a {TEST_NAME}, * significant at 0.05." if table.baseline
+               else "."))
 
 
 def table_cells(table: ComparisonTable) -> tuple[list[str], list[list[tuple[str, str]]]]:
@@ -330,7 +358,7 @@ def table_cells(table: ComparisonTable) -> tuple[list[str], list[list[tuple[str,
                         "best" if best else ""))
             if table.baseline:
                 better = table.improves(v.label, m)
-                row.append((format_delta(table.delta(v.label, m)),
+                row.append((format_delta(table.delta(v.label, m), table.significance(v.label, m)),
                             "" if better is None else "better" if better else "worse"))
         rows.append(row)
     return header, rows

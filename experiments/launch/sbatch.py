@@ -30,12 +30,14 @@ def device_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
 
 def render_sbatch(cfg: DictConfig, overrides: list[str], python: str = sys.executable, *, array: str | None = None,
-                  command: list[str] | None = None, extra_setup: Sequence[str] = (), about: str | None = None) -> str:
+                  command: list[str] | None = None, extra_setup: Sequence[str] = (), about: str | None = None,
+                  dependency: str | None = None) -> str:
     """The sbatch script: resources, requeue on SIGUSR1, one srun task per device running `dtl train`.
 
     `array` makes it a job array (`--array=SPEC`, one log per task); `command` replaces the `dtl train` line
     (the caller then adds `device_overrides` itself); `extra_setup` are shell lines run after launcher.setup;
-    `about` replaces the script's comment on where the job's outputs go.
+    `about` replaces the script's comment on where the job's outputs go; `dependency` (`afterok:123_0:124`) holds
+    the job until those jobs finish well, and cancels it when one of them fails.
     """
     launch = cfg.launcher
     gpus = int(launch.gpus_per_node)
@@ -57,6 +59,8 @@ def render_sbatch(cfg: DictConfig, overrides: list[str], python: str = sys.execu
         lines.append(f"#SBATCH --gres=gpu:{gpus}")
     if launch.requeue:
         lines.append("#SBATCH --requeue")
+    if dependency:
+        lines += [f"#SBATCH --dependency={dependency}", "#SBATCH --kill-on-invalid-dep=yes"]
     for key in ("partition", "account", "qos", "constraint"):
         if launch.get(key):
             lines.append(f"#SBATCH --{key}={launch[key]}")

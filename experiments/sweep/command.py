@@ -288,9 +288,10 @@ def array_spec(indices: list[int], parallel: int | None) -> str:
     return ",".join(ranges) + (f"%{parallel}" if parallel else "")
 
 
-def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> tuple[str, Path]:
-    """One sbatch job array over `runs` (dtl submit's script, each task training the point of its task id); the
-    script and the folder of its logs."""
+def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None,
+                 dependency: str | None = None) -> tuple[str, Path]:
+    """One sbatch job array over `runs` (dtl submit's script, each task training the point of its task id), held
+    by `dependency` when given; the script and the folder of its logs."""
     slurm_defaults = [f"launcher.job_name={sweep.sweep_id}", f"launcher.log_dir={sweep.store.slurm_dir}"]
     launchers = {}
     for run in runs:
@@ -304,18 +305,27 @@ def render_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> 
     first, cfg = next(iter(launchers.values()))
     command = [sys.executable, "-m", "experiments.sweep.task", "array-task", str(sweep.store.root),
                *device_overrides(cfg, first.overrides)]
-    script = render_sbatch(cfg, first.overrides, array=array_spec([r.index for r in runs], parallel), command=command)
+    script = render_sbatch(cfg, first.overrides, array=array_spec([r.index for r in runs], parallel), command=command,
+                           dependency=dependency)
     return script, Path(cfg.launcher.log_dir).resolve()
 
 
-def submit_slurm(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> int:
-    script, log_dir = render_array(sweep, runs, parallel)
+def submit_array(sweep: Sweep, runs: list[PlannedRun], parallel: int | None, dependency: str | None = None) -> str:
+    """Submit `runs` as one job array (held by `dependency`), record it, say so; the array's job id."""
+    script, log_dir = render_array(sweep, runs, parallel, dependency)
     log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the folder of --output
-    job, path = write_and_submit(script, sweep.store.slurm_dir, sweep.sweep_id, env=child_env())
+    # named by its first run too: arrays of one sweep submitted within a second must not share a script file
+    job, path = write_and_submit(script, sweep.store.slurm_dir, f"{sweep.sweep_id}-run{runs[0].index}", env=child_env())
     sweep.store.record_submission(job, [r.index for r in runs], path)
-    print(f"submitted job array {job}: {len(runs)} runs ({', '.join(r.run_id for r in runs)}), script {path}, "
-          f"logs {log_dir}/{sweep.sweep_id}-{job}_<k>.out\nthe same command again resubmits what did not finish; "
-          f"states in {sweep.store.root / 'runs'}")
+    print(f"submitted job array {job}: {len(runs)} runs ({', '.join(r.run_id for r in runs)})"
+          + (f" after {dependency}" if dependency else "") + f", script {path}, "
+          f"logs {log_dir}/{sweep.sweep_id}-{job}_<k>.out", flush=True)
+    return job
+
+
+def submit_slurm(sweep: Sweep, runs: list[PlannedRun], parallel: int | None) -> int:
+    submit_array(sweep, runs, parallel)
+    print(f"the same command again resubmits what did not finish; states in {sweep.store.root / 'runs'}")
     return 0
 
 
@@ -353,7 +363,10 @@ def dry_run(sweep: Sweep, planned: list[PlannedRun], slurm: bool, parallel: int 
 
 
 def main(argv: list[str]) -> int:
-    ns = parse_args(argv)
+    return run_sweep(parse_args(argv))
+
+
+def run_sweep(ns: argparse.Namespace) -> int:
     try:
         spec = load_sweep(ns.file)
         check_fixed_overrides(spec, ns.overrides)

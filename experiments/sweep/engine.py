@@ -141,6 +141,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise SweepFileError(f"{path}: not valid YAML: {e}") from e
+    return sweep_spec(config, path)
+
+
+def sweep_spec(config: Any, path: Path) -> SweepSpec:
+    """Validate a sweep config read from `path` (a file, or a file and the key of a sweep inside it)."""
     if not isinstance(config, dict):
         raise SweepFileError(f"{path}: a sweep file is a mapping (method, metric, parameters, ...), "
                              f"got {type(config).__name__}")

@@ -28,9 +28,19 @@ for i in $(seq 0 $((GPUS - 1))); do
     GRES_LINES+="Name=gpu File=$STATE/nvidia$i"$'\n'
 done
 
+# Ports of this Slurm's own: another local Slurm on the machine (another checkout's tests) must not answer its
+# commands. A restart over the same STATE keeps the ports its running daemons listen on.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+CTLD_PORT=$(sed -n 's/^SlurmctldPort=//p' "$STATE/slurm.conf" 2>/dev/null || true)
+SLURMD_PORT=$(sed -n 's/^SlurmdPort=//p' "$STATE/slurm.conf" 2>/dev/null || true)
+CTLD_PORT=${CTLD_PORT:-$(free_port)}
+SLURMD_PORT=${SLURMD_PORT:-$(free_port)}
+
 cat > "$STATE/slurm.conf" <<CONF
 ClusterName=dtl-local
 SlurmctldHost=localhost
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
