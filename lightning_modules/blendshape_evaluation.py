@@ -60,13 +60,16 @@ class BlendshapeEvaluation(nn.Module):
         sync = self.sync.compute()
         values = {f"{self.stage}/mouth_error": self.mouth_error.compute(), f"{self.stage}/sync": sync["sync"],
                   f"{self.stage}/sync_lag": sync["lag"], f"{self.stage}/upper_face_dd": self.upper_face.compute()}
-        if self.emotion.update_called:
+        def updated_on_any_rank(metric) -> bool:  # a metric's compute syncs: every rank must call it or none
+            return module.trainer.strategy.reduce_boolean_decision(metric.update_called, all=False)
+
+        if updated_on_any_rank(self.emotion):
             emotion = self.emotion.compute()
             values[f"{self.stage}/emotion_accuracy"] = emotion["accuracy"]
             values[f"{self.stage}/emotion_confidence"] = emotion["confidence"]
-        if self.diversity.update_called:
+        if updated_on_any_rank(self.diversity):
             values[f"{self.stage}/diversity"] = self.diversity.compute()
-        if self.boundary.update_called:
+        if updated_on_any_rank(self.boundary):  # a rank may hold no long-audio clip
             values.update({f"{self.stage}/{k}": v for k, v in self.boundary.compute().items()})
         module.log_dict(values)
         for metric in (self.mouth_error, self.sync, self.upper_face, self.emotion, self.diversity, self.boundary):

@@ -31,7 +31,12 @@ def test_every_experiment_and_group_composes(tmp_path):
 
     for sweep in (Path(CONFIG_DIR) / "sweep").glob("*.yaml"):
         spec = yaml.safe_load(sweep.read_text())
-        for experiment in spec["parameters"]["experiment"]["values"]:
+        # a pipeline's stages are sweeps, inline or a file of this folder (checked as itself)
+        sweeps = [stage["sweep"] for stage in spec["stages"].values()] if "stages" in spec else [spec]
+        experiments = [value for sweep_spec in sweeps if isinstance(sweep_spec, dict)
+                       for value in (lambda p: p.get("values") or [p["value"]])(sweep_spec["parameters"]["experiment"])]
+        assert experiments, sweep
+        for experiment in experiments:
             assert compose_train([f"experiment={experiment}", "run_id=x"]).experiment_name == experiment, sweep
     for trainer in ("cpu", "gpu", "ddp"):
         assert compose_train([f"trainer={trainer}", "run_id=x"]).trainer._target_ == "lightning.pytorch.Trainer"
