@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.train import CONFIG_DIR
-from lightning_modules.diffusion import SAMPLERS, network_calls
+from dtl_foundation.diffusion import SAMPLERS, network_calls
 
 DEFAULT_SAMPLERS = ("ddim:50", "ddim:20", "dpmpp_2m:10", "dpmpp_2m:8", "dpmpp_2m:5")
 """NAME:STEPS measured at batch 1 and 16; DDIM-50 first, the reference the figures are read against;

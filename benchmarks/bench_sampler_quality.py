@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Subset, default_collate
 
-from lightning_modules.diffusion import SAMPLERS, network_calls
+from dtl_foundation.diffusion import SAMPLERS, network_calls
 from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
 from lightning_modules.trained_model import load_trained_model
 from metrics.blendshape import (AudioMouthSync, EmotionAccuracy, MouthError, SampleDiversity,

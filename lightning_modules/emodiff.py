@@ -17,7 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from dtl_foundation.arkit import MOUTH_INDICES, NUM_BLENDSHAPES
 from dtl_foundation.mead import EMOTION_INDEX
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation, evaluate_long_audio
-from lightning_modules.diffusion import predicted_x0, prediction_target, q_sample
+from dtl_foundation.diffusion import predicted_x0, prediction_target, q_sample
 from lightning_modules.emotion_classifier import BlendshapeEmotionClassifier
 from lightning_modules.losses import masked_weighted_mse
 from lightning_modules.networks.emodiff_generator import EmoDiffGenerator

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lightning_modules.diffusion import (NoiseSchedule, cfg_denoise, classifier_free_guidance, coefficient_at,
+from dtl_foundation.diffusion import (NoiseSchedule, cfg_denoise, classifier_free_guidance, coefficient_at,
                                          cosine_alpha_bar_schedule, ddim_sample, ddim_timesteps, ddpm_sample,
                                          guided_denoiser, linear_beta_schedule, make_schedule, predicted_eps,
                                          predicted_x0, prediction_target, q_posterior_mean_variance, q_sample)

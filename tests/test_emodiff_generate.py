@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.diffusion import cfg_denoise, ddim_sample
+from dtl_foundation.diffusion import cfg_denoise, ddim_sample
 from lightning_modules.networks.emodiff_denoiser import EmoDiffDenoiser
 from lightning_modules.networks.emodiff_generator import EmoDiffGenerator
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_diffusion_core import dummy_denoiser, gaussian_x0_denoiser, seeded
 
-from lightning_modules.diffusion import (SAMPLERS, ddim_sample, ddim_timesteps, dpmpp_2m_sample, heun_sample,
+from dtl_foundation.diffusion import (SAMPLERS, ddim_sample, ddim_timesteps, dpmpp_2m_sample, heun_sample,
                                          karras_timesteps, make_schedule, network_calls, sample_by_name)
 
 GOLDEN_SCHEDULE = ("linear", 100)

@@ -20,7 +20,7 @@ from dtl_foundation.atomic_files import atomic_write_text
 from dtl_foundation.media.audio import check_not_silent, load_audio
 from dtl_foundation.mead import EMOTION_INDEX
 from experiments.generate.take_files import audio_inputs, input_stems, take_finished
-from lightning_modules.diffusion import SAMPLERS
+from dtl_foundation.diffusion import SAMPLERS
 from lightning_modules.emotion_requests import (EmotionMix, mix_vector, parse_emotion, read_emotion_schedule,
                                                 schedule_vectors)
 from lightning_modules.networks.emodiff_generator import STYLE_SOURCES

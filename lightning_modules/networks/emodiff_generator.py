@@ -15,7 +15,7 @@ from torch import nn
 
 from dtl_foundation.arkit import NUM_BLENDSHAPES
 from dtl_foundation.mead import NUM_EMOTIONS
-from lightning_modules.diffusion import check_sampler, classifier_free_guidance, make_schedule, sample_by_name
+from dtl_foundation.diffusion import check_sampler, classifier_free_guidance, make_schedule, sample_by_name
 from lightning_modules.networks.emodiff_denoiser import EmoDiffDenoiser
 
 STYLE_SOURCES = ("bank", "label", "clip")

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from lightning_modules.diffusion.forward import PredictionKind
-from lightning_modules.diffusion.ode_samplers import dpmpp_2m_sample, heun_sample
-from lightning_modules.diffusion.samplers import Denoiser, ddim_sample, ddpm_sample
-from lightning_modules.diffusion.schedules import NoiseSchedule
+from dtl_foundation.diffusion.forward import PredictionKind
+from dtl_foundation.diffusion.ode_samplers import dpmpp_2m_sample, heun_sample
+from dtl_foundation.diffusion.samplers import Denoiser, ddim_sample, ddpm_sample
+from dtl_foundation.diffusion.schedules import NoiseSchedule
 
 SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp_2m", "heun", "ddpm")
 """ddim (eta 0), dpmpp_2m (DPM-Solver++(2M)), heun (Karras et al. 2022), ddpm (ancestral, all T steps)."""

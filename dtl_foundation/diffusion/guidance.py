@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from lightning_modules.diffusion.samplers import Denoiser
+from dtl_foundation.diffusion.samplers import Denoiser
 
 ConditionalDenoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 """denoise(x_t, t, cond) -> model output; cond is a tensor or a dict/list/tuple of tensors with batch first."""

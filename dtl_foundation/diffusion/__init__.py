@@ -1,13 +1,13 @@
 """The diffusion core: schedules, forward process, samplers and guidance; pure functions, no network."""
 
-from lightning_modules.diffusion.forward import (PREDICTION_KINDS, PredictionKind, predicted_eps, predicted_x0,
+from dtl_foundation.diffusion.forward import (PREDICTION_KINDS, PredictionKind, predicted_eps, predicted_x0,
                                                  prediction_target, q_posterior_mean_variance, q_sample)
-from lightning_modules.diffusion.guidance import (ConditionalDenoiser, cfg_denoise, classifier_free_guidance,
+from dtl_foundation.diffusion.guidance import (ConditionalDenoiser, cfg_denoise, classifier_free_guidance,
                                                   guided_denoiser)
-from lightning_modules.diffusion.ode_samplers import dpmpp_2m_sample, heun_sample, karras_timesteps
-from lightning_modules.diffusion.sampler_names import SAMPLERS, check_sampler, network_calls, sample_by_name
-from lightning_modules.diffusion.samplers import Denoiser, FixedValues, ddim_sample, ddim_timesteps, ddpm_sample
-from lightning_modules.diffusion.schedules import (NoiseSchedule, ScheduleName, coefficient_at, cosine_alpha_bar,
+from dtl_foundation.diffusion.ode_samplers import dpmpp_2m_sample, heun_sample, karras_timesteps
+from dtl_foundation.diffusion.sampler_names import SAMPLERS, check_sampler, network_calls, sample_by_name
+from dtl_foundation.diffusion.samplers import Denoiser, FixedValues, ddim_sample, ddim_timesteps, ddpm_sample
+from dtl_foundation.diffusion.schedules import (NoiseSchedule, ScheduleName, coefficient_at, cosine_alpha_bar,
                                                    cosine_alpha_bar_schedule, linear_beta_schedule, make_schedule)
 
 __all__ = [

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from lightning_modules.diffusion.forward import (PredictionKind, predicted_eps, predicted_x0, q_posterior_mean_variance,
+from dtl_foundation.diffusion.forward import (PredictionKind, predicted_eps, predicted_x0, q_posterior_mean_variance,
                                                  q_sample)
-from lightning_modules.diffusion.schedules import NoiseSchedule
+from dtl_foundation.diffusion.schedules import NoiseSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """denoise(x_t, t) -> model output of the sampler's prediction kind; x_t (B, ...), t long (B,)."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from lightning_modules.diffusion.schedules import NoiseSchedule, coefficient_at
+from dtl_foundation.diffusion.schedules import NoiseSchedule, coefficient_at
 
 PredictionKind = Literal["x0", "eps", "v"]
 PREDICTION_KINDS: tuple[str, ...] = ("x0", "eps", "v")

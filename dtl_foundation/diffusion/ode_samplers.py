@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from lightning_modules.diffusion.forward import PredictionKind, predicted_x0
-from lightning_modules.diffusion.samplers import Denoiser, FixedValues, _clip, _initial_noise, _pin_clean, _pin_noisy
-from lightning_modules.diffusion.schedules import NoiseSchedule
+from dtl_foundation.diffusion.forward import PredictionKind, predicted_x0
+from dtl_foundation.diffusion.samplers import Denoiser, FixedValues, _clip, _initial_noise, _pin_clean, _pin_noisy
+from dtl_foundation.diffusion.schedules import NoiseSchedule
 
 
 def _alpha_sigma(schedule: NoiseSchedule, step: int) -> tuple[float, float]:
