@@ -9,6 +9,8 @@ from typing import Callable
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from datamodules.long_audio import long_audio_batch
 from metrics.blendshape import (AudioMouthSync, EmotionAccuracy, MouthError, SampleDiversity,
@@ -16,6 +18,15 @@ from metrics.blendshape import (AudioMouthSync, EmotionAccuracy, MouthError, Sam
 from metrics.boundary_continuity import BoundaryContinuity, window_boundaries
 
 LONG_AUDIO_SECONDS = 20.0
+
+
+def updated_on_any_rank(metric: Metric) -> bool:
+    """A metric's compute syncs across ranks, so every rank must call it or none: ask them all, the way the metric
+    itself would gather (no-op in a single process)."""
+    if not metric.distributed_available_fn():
+        return metric.update_called
+    flag = torch.tensor([metric.update_called], dtype=torch.int32, device=metric.device)
+    return any(bool(gathered.item()) for gathered in gather_all_tensors(flag, metric.process_group))
 
 
 class BlendshapeEvaluation(nn.Module):
@@ -60,9 +71,6 @@ class BlendshapeEvaluation(nn.Module):
         sync = self.sync.compute()
         values = {f"{self.stage}/mouth_error": self.mouth_error.compute(), f"{self.stage}/sync": sync["sync"],
                   f"{self.stage}/sync_lag": sync["lag"], f"{self.stage}/upper_face_dd": self.upper_face.compute()}
-        def updated_on_any_rank(metric) -> bool:  # a metric's compute syncs: every rank must call it or none
-            return module.trainer.strategy.reduce_boolean_decision(metric.update_called, all=False)
-
         if updated_on_any_rank(self.emotion):
             emotion = self.emotion.compute()
             values[f"{self.stage}/emotion_accuracy"] = emotion["accuracy"]

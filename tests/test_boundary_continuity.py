@@ -91,3 +91,71 @@ def test_the_evaluation_logs_the_ratios_beside_the_other_metrics(long_batch):
     assert {"test/boundary_velocity_ratio", "test/boundary_acceleration_ratio", "test/boundary_velocity_ratio_truth",
             "test/diversity", "test/mouth_error"} <= set(logged)
     assert logged["test/boundary_velocity_ratio"] > 1.5
+
+
+def _log_on_two_ranks(rank: int, port: int, agree: bool, queue) -> None:
+    """Rank 0 holds a long-audio clip, rank 1 none (a test split smaller than the world). `agree=False` is the
+    broken variant: each rank decides alone whether to compute the boundary metric."""
+    import datetime
+
+    import torch.distributed as dist
+
+    import lightning_modules.blendshape_evaluation as evaluation_module
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=20))
+    if not agree:
+        evaluation_module.updated_on_any_rank = lambda metric: metric.update_called
+    torch.manual_seed(rank)
+    t = 80
+    batch = {"blendshapes": torch.rand(1, t, 52), "mask": torch.ones(1, t, dtype=torch.bool),
+             "loudness": torch.rand(1, t), "init": torch.rand(1, 52), "joins": torch.zeros(1, t, dtype=torch.bool)}
+
+    class Module:
+        def log_dict(self, values):
+            self.values = values
+
+    evaluation = evaluation_module.BlendshapeEvaluation("test")
+    evaluation.update(batch["blendshapes"], batch)
+    if rank == 0:
+        evaluation.update_long_audio(batch["blendshapes"], batch, 32, 32)
+    try:
+        queue.put((rank, sorted(evaluation.log_epoch(Module()))))
+    except Exception as error:  # noqa: BLE001 - the parent reports what each rank saw
+        queue.put((rank, f"{type(error).__name__}: {error}"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_two_ranks(agree: bool) -> dict[int, object]:
+    import multiprocessing
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    ranks = [context.Process(target=_log_on_two_ranks, args=(rank, port, agree, queue)) for rank in (0, 1)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(120)
+    results = {}
+    while not queue.empty():
+        rank, result = queue.get()
+        results[rank] = result
+    return results
+
+
+def test_every_rank_logs_the_boundary_metric_when_only_one_held_a_long_clip():
+    """The boundary metric syncs when computed: a rank with no long clip must join the rank that has one, or the
+    other waits forever (here: until gloo's timeout). Two gloo processes stand in for two GPUs."""
+    results = _run_two_ranks(agree=True)
+    assert set(results) == {0, 1}, results
+    for rank in (0, 1):
+        assert "test/boundary_velocity_ratio" in results[rank], results[rank]
+    broken = _run_two_ranks(agree=False)
+    print("each rank deciding alone:", broken)
+    assert isinstance(broken.get(0), str) or 0 not in broken, broken  # rank 0 lost its peer mid-sync
+    assert "test/boundary_velocity_ratio" not in broken[1]
