@@ -7,13 +7,13 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from dtl_foundation.atomic_files import atomic_write_text
 from experiments.evaluate.scorers import GOALS
 from experiments.evaluate.validity import not_valid_numbers, validity_cells
+from experiments.wandb_report_run import report_run
 
 
 def table_cell(value: Any) -> Any:
@@ -124,12 +124,8 @@ def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, proje
     per-video table; returns the run's directory."""
     import wandb
 
-    offline = os.environ.get("DTL_WANDB_OFFLINE", "true").lower() not in ("false", "0", "no")
-    run = wandb.init(project=project or os.environ.get("WANDB_PROJECT", "dreamtalk-lab"), group=group,
-                     job_type="eval", name=name, dir=str(out_dir), mode="offline" if offline else "online",
-                     config={k: v for k, v in result.items() if k in ("generated", "reference", "options")},
-                     reinit="finish_previous")
-    try:
+    with report_run(out_dir, "eval", name, group, project,
+                    {k: v for k, v in result.items() if k in ("generated", "reference", "options")}) as run:
         for metric, goal in GOALS.items():
             run.define_metric(f"eval/{metric}", summary=goal)
         flagged = not_valid_numbers(result)
@@ -154,5 +150,3 @@ def log_to_wandb(result: dict[str, Any], out_dir: Path, group: str | None, proje
             if not verdict["valid"]:
                 run.summary[f"eval/validity/{group_name}"] = verdict["why"]
         return run.dir
-    finally:
-        run.finish()

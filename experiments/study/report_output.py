@@ -8,7 +8,6 @@ import csv
 import html
 import io
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from matplotlib.figure import Figure
 
 from dtl_foundation.atomic_files import atomic_write_bytes, atomic_write_text
 from experiments.study.report import StudyReport
+from experiments.wandb_report_run import report_run
 
 CRITERION_NAMES = {"lip_sync": "lip sync", "emotion": "emotion", "realism": "realism", "identity": "identity"}
 TABLE_TITLES = {"participants": "Participants", "preferences": "Pairwise preferences", "mos": "Mean opinion scores",
@@ -157,13 +157,9 @@ def log_to_wandb(report: StudyReport, out_dir: Path, group: str | None, project:
     """One W&B run (job_type=study, offline unless DTL_WANDB_OFFLINE=false) holding the report's tables."""
     import wandb
 
-    offline = os.environ.get("DTL_WANDB_OFFLINE", "true").lower() not in ("false", "0", "no")
-    run = wandb.init(project=project or os.environ.get("WANDB_PROJECT", "dreamtalk-lab"), group=group,
-                     job_type="study", name=f"study-{report.study}", dir=str(out_dir),
-                     mode="offline" if offline else "online", reinit="finish_previous",
-                     config={"study": report.study, "design": report.design, "methods": report.methods,
-                             "criteria": report.criteria, "max_failed_checks": report.max_failed_checks})
-    try:
+    with report_run(out_dir, "study", f"study-{report.study}", group, project,
+                    {"study": report.study, "design": report.design, "methods": report.methods,
+                     "criteria": report.criteria, "max_failed_checks": report.max_failed_checks}) as run:
         logged = {}
         for name, rows in (("preferences", report.preferences), ("mos", report.opinions),
                            ("participants", report.participants)):
@@ -176,5 +172,3 @@ def log_to_wandb(report: StudyReport, out_dir: Path, group: str | None, project:
             if alpha is not None:
                 run.summary[f"study/alpha/{criterion}"] = alpha
         return run.dir
-    finally:
-        run.finish()
