@@ -12,6 +12,7 @@ with the fewest network calls.
 
   .venv/bin/python benchmarks/bench_sampler_quality.py --checkpoint outputs/emodiff_demo/demo \
       --judge outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt [--windows 192] [--out FILE.json]
+      [--samplers ddim:50 dpmpp_2m:8 dpmpp_2m:8@bf16 ...]   (@bf16: sampled under bfloat16 autocast)
 """
 
 from __future__ import annotations
@@ -65,13 +66,22 @@ def heldout_batches(datamodule, windows: int, batch_size: int) -> list[dict[str,
             for s in range(0, windows, batch_size)]
 
 
-def sample(generator, batches, sampler: str, steps: int, seed: int) -> list[torch.Tensor]:
+def sample(generator, batches, sampler: str, steps: int, seed: int, bf16: bool = False) -> list[torch.Tensor]:
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         for i, batch in enumerate(batches):
             rng = torch.Generator().manual_seed(seed * 1000 + i)
-            out.append(generator.generate(batch, steps=steps, sampler=sampler, generator=rng))
+            out.append(generator.generate(batch, steps=steps, sampler=sampler, generator=rng).float())
     return out
+
+
+def parse_sampler(spec: str) -> tuple[str, int, bool]:
+    """NAME:STEPS, or NAME:STEPS@bf16 for sampling under bfloat16 autocast."""
+    spec, _, precision = spec.partition("@")
+    name, _, steps = spec.partition(":")
+    if name not in SAMPLERS or not steps.isdigit() or precision not in ("", "bf16"):
+        raise SystemExit(f"--samplers: {spec!r}: NAME:STEPS[@bf16] with NAME in {SAMPLERS}")
+    return name, int(steps), precision == "bf16"
 
 
 def score(draws: list[list[torch.Tensor]], batches, judge, reference: np.ndarray | None,
@@ -106,15 +116,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="an EmoDiff run directory or checkpoint")
     parser.add_argument("--judge", required=True, help="the blendshape emotion classifier's checkpoint")
-    parser.add_argument("--samplers", nargs="*", default=list(DEFAULT_SAMPLERS), help="NAME:STEPS, DDIM-50 first")
+    parser.add_argument("--samplers", nargs="*", default=list(DEFAULT_SAMPLERS),
+                        help="NAME:STEPS[@bf16] (bf16: under bfloat16 autocast), fp32 DDIM-50 first")
     parser.add_argument("--windows", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--out", help="write the table as JSON here")
     ns = parser.parse_args()
-    specs = [(name, int(steps)) for name, _, steps in (s.partition(":") for s in ns.samplers)]
-    if specs[0] != ("ddim", 50) or any(name not in SAMPLERS for name, _ in specs):
-        raise SystemExit(f"--samplers: NAME:STEPS items with NAME in {SAMPLERS}, starting with ddim:50")
+    specs = [parse_sampler(spec) for spec in ns.samplers]
+    if specs[0] != ("ddim", 50, False):
+        raise SystemExit("--samplers: the first must be ddim:50 (fp32), the reference")
     trained = load_trained_model(ns.checkpoint)
     generator = trained.model
     judge = BlendshapeEmotionClassifier.load_frozen(ns.judge)
@@ -128,9 +139,9 @@ def main() -> None:
           f"{torch.get_num_threads()}, {time.strftime('%Y-%m-%d')}", flush=True)
     rows: dict[str, dict] = {}
     reference_stats = None
-    for name, steps in specs:
+    for name, steps, bf16 in specs:
         start = time.perf_counter()
-        draws = [sample(generator, batches, name, steps, seed) for seed in (0, 1)]
+        draws = [sample(generator, batches, name, steps, seed, bf16) for seed in (0, 1)]
         row, stats = score(draws, batches, judge, reference_stats, real)
         if reference_stats is None:  # DDIM-50: the floor over three draws
             third = np.concatenate([window_statistics(t, b["mask"]) for t, b in
@@ -138,7 +149,7 @@ def main() -> None:
             row["frechet_to_ddim50"] = max(row["frechet_to_ddim50"], frechet(third, stats[0]),
                                            frechet(third, stats[1]))
             reference_stats = stats[0]
-        key = f"{name}:{steps}"
+        key = f"{name}:{steps}" + ("@bf16" if bf16 else "")
         row["network_calls"] = network_calls(name, steps, diffusion_steps)
         row["failed"] = passes(row, rows["ddim:50"], ns.tolerance) if rows else []
         rows[key] = row

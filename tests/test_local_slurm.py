@@ -66,6 +66,32 @@ def test_a_job_runs_the_project_python(local_slurm, tmp_path):
     assert (tmp_path / f"job-{job}.out").read_text().strip() == "27"
 
 
+def test_a_second_local_slurm_on_the_machine_runs_its_own_jobs(local_slurm, tmp_path):
+    """Each xdist worker (and each checkout) starts its own local Slurm: own state, own ports. Both run jobs at
+    once, and neither's queue shows the other's."""
+    state = tmp_path / "second"
+    started = subprocess.run([str(REPO / "slurm" / "local" / "start.sh"), str(state), "1"], capture_output=True,
+                             text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    second = dict(local_slurm, SLURM_CONF=str(state / "slurm.conf"))
+    try:
+        ports = [{k: v for k, v in (line.split("=", 1) for line in Path(env["SLURM_CONF"]).read_text().splitlines()
+                                    if line.startswith(("SlurmctldPort=", "SlurmdPort=")))}
+                 for env in (local_slurm, second)]
+        assert ports[0] != ports[1] and not set(ports[0].values()) & set(ports[1].values())
+        jobs = [sbatch(["-J", f"dtl-{name}", "-o", str(tmp_path / f"{name}-%j.out"), "--wrap",
+                        "sleep 2; echo $SLURM_CONF"], env)
+                for name, env in (("first", local_slurm), ("second", second))]
+        queues = [subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, env=env).stdout.split()
+                  for env in (local_slurm, second)]
+        assert "dtl-second" not in queues[0] and queues[1] == ["dtl-second"], queues
+        for (job, env), name in zip(zip(jobs, (local_slurm, second)), ("first", "second")):
+            assert wait_for(job, env) == "COMPLETED"
+            assert (tmp_path / f"{name}-{job}.out").read_text().strip() == env["SLURM_CONF"]
+    finally:
+        subprocess.run([str(REPO / "slurm" / "local" / "stop.sh"), str(state)], timeout=60)
+
+
 def test_fake_gpus_are_allocated_per_task(local_slurm, tmp_path):
     log = tmp_path / "gpu-%j.out"
     job = sbatch(["-o", str(log), "--gres=gpu:2", "--nodes=1", "--ntasks-per-node=2", "--wrap",
