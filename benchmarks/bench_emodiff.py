@@ -2,6 +2,7 @@
 step count (DDIM-50, the reference, in the same run; DDPM-500, the full chain), the median of --repeats runs.
 
   .venv/bin/python benchmarks/bench_emodiff.py [--device cuda] [--seconds 10] [--samplers ddim:50 dpmpp_2m:10]
+      [--precision auto|fp32|bf16]
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from hydra import compose, initialize_config_dir
 
 from experiments.train import CONFIG_DIR
 from dtl_foundation.diffusion import SAMPLERS, network_calls
+from lightning_modules.networks.emodiff_generator import SAMPLING_PRECISIONS, cpu_has_native_bf16
 
 DEFAULT_SAMPLERS = ("ddim:50", "ddim:20", "dpmpp_2m:10", "dpmpp_2m:8", "dpmpp_2m:5")
 """NAME:STEPS measured at batch 1 and 16; DDIM-50 first, the reference the figures are read against;
-DPM-Solver++(2M)-8 is the model's default (benchmarks/bench_sampler_quality.py chose it)."""
+DPM-Solver++(2M)-10 is the model's default (benchmarks/bench_sampler_quality.py chose it)."""
 LABELS = {"ddim": "DDIM", "dpmpp_2m": "DPM++2M", "heun": "Heun", "ddpm": "DDPM"}
 
 
@@ -73,13 +75,13 @@ def time_training(model, batch: dict[str, torch.Tensor], steps: int, device: str
 
 
 def time_sampling(model, batch: dict[str, torch.Tensor], sampler: str, steps: int, repeats: int,
-                  device: str, bf16: bool = False) -> list[float]:
+                  device: str) -> list[float]:
     """Wall seconds of `repeats` generate calls (guidance on, the model's scale), each from the same seed."""
     walls = []
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.bfloat16, enabled=bf16):
+        with torch.inference_mode():
             model.generate(batch, steps=steps, sampler=sampler,
                            generator=torch.Generator(device=device).manual_seed(0))
         sync(device)
@@ -97,7 +99,10 @@ def main() -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 16])
     parser.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported")
     parser.add_argument("--ddpm-repeats", type=int, default=1, help="runs of the full DDPM chain (slow)")
-    parser.add_argument("--bf16", action="store_true", help="sample under bfloat16 autocast")
+    parser.add_argument("--precision", choices=SAMPLING_PRECISIONS, default="auto",
+                        help="the generator's sampling_precision (default: %(default)s, as configs/model/emodiff.yaml)")
+    parser.add_argument("--bf16", action="store_const", const="bf16", dest="precision",
+                        help="the same as --precision bf16")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads (default: torch's, i.e. OMP_NUM_THREADS when set)")
     args = parser.parse_args()
@@ -105,11 +110,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = args.device
     model, cfg = build_model(device)
+    model.generator.sampling_precision = args.precision
     params = sum(p.numel() for p in model.denoiser.parameters())
     load = os.getloadavg()[0]
     print(f"machine: {platform.machine()} {os.cpu_count()} cores (load {load:.1f}), device {device}"
           f"{' ' + torch.cuda.get_device_name() if device.startswith('cuda') else ''}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}{', bf16 autocast' if args.bf16 else ''}; "
+          f"threads {torch.get_num_threads()}, sampling precision {args.precision}"
+          f"{' (CPU with native bf16)' if cpu_has_native_bf16() else ''}; "
           f"denoiser {params / 1e6:.2f} M parameters")
     audio_dim = cfg.model.denoiser.audio_dim
     window, style_frames, batch_size = cfg.data.window, cfg.data.style_frames, cfg.data.batch_size
@@ -122,15 +129,14 @@ def main() -> None:
     model.eval()
     frames = int(args.seconds * cfg.data.fps)
     diffusion_steps = model.generator.noise_schedule().num_steps
-    time_sampling(model, random_batch(1, frames, audio_dim, style_frames, device), "ddim", 5, 1, device,
-                  args.bf16)  # warm-up
+    time_sampling(model, random_batch(1, frames, audio_dim, style_frames, device), "ddim", 5, 1, device)  # warm-up
     runs = [(name, steps, b, args.repeats) for b in args.batches for name, steps in args.samplers]
     if args.ddpm_repeats > 0:
         runs.append(("ddpm", 0, 1, args.ddpm_repeats))
     reference: dict[int, float] = {}
     for name, steps, b, repeats in runs:
         batch = random_batch(b, frames, audio_dim, style_frames, device)
-        walls = time_sampling(model, batch, name, steps, repeats, device, args.bf16)
+        walls = time_sampling(model, batch, name, steps, repeats, device)
         wall = statistics.median(walls)
         rate = args.seconds * b / wall
         if (name, steps) == ("ddim", 50):

@@ -12,7 +12,7 @@ with the fewest network calls.
 
   .venv/bin/python benchmarks/bench_sampler_quality.py --checkpoint outputs/emodiff_demo/demo \
       --judge outputs/emotion_classifier_demo/demo/checkpoints/best.ckpt [--windows 192] [--out FILE.json]
-      [--samplers ddim:50 dpmpp_2m:8 dpmpp_2m:8@bf16 ...]   (@bf16: sampled under bfloat16 autocast)
+      [--samplers ddim:50 dpmpp_2m:8 dpmpp_2m:8@bf16 ...]   (@bf16: sampling_precision bf16, else fp32)
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def heldout_batches(datamodule, windows: int, batch_size: int) -> list[dict[str,
 
 
 def sample(generator, batches, sampler: str, steps: int, seed: int, bf16: bool = False) -> list[torch.Tensor]:
+    generator.sampling_precision = "bf16" if bf16 else "fp32"
     out = []
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.inference_mode():
         for i, batch in enumerate(batches):
             rng = torch.Generator().manual_seed(seed * 1000 + i)
             out.append(generator.generate(batch, steps=steps, sampler=sampler, generator=rng).float())

@@ -46,9 +46,10 @@ class EmoDiff(L.LightningModule):
                  cond_drop_prob: float = 0.1, label_drop_prob: float = 0.1, style_clip_drop_prob: float = 0.5,
                  init_drop_prob: float = 0.5, autoregressive: bool = True, context_frames: int = 10,
                  context_prob: float = 0.5, mouth_weight: float = 2.0, velocity_weight: float = 0.5,
-                 ema_decay: float = 0.999, sample_steps: int = 8, guidance_scale: float = 1.5,
+                 ema_decay: float = 0.999, sample_steps: int = 10, guidance_scale: float = 1.5,
                  val_sample_batches: int = 4, generation_window: int = 64, bank_exemplars: int = 4,
-                 sampler: str = "dpmpp_2m", emotion_classifier: str | None = None) -> None:
+                 sampler: str = "dpmpp_2m", sampling_precision: str = "auto",
+                 emotion_classifier: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler

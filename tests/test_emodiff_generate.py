@@ -185,3 +185,58 @@ def test_conditions_are_encoded_once_per_window(style_clip: bool):
     assert broken["audio_in"] == broken["init_in"] == windows_ * steps and broken != counts
     # ... and it samples the same tracks: the cache changes the work, not the result.
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+
+
+def denoiser_input_dtypes(g: EmoDiffGenerator, batch: dict[str, torch.Tensor]) -> set[torch.dtype]:
+    """The dtypes the denoiser's linear layers computed in while `g` generated `batch`."""
+    seen: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+             for m in g.denoiser.net.modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.inference_mode():
+            out = g.generate(batch, generator=torch.Generator().manual_seed(0))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert out.dtype == torch.float32  # whatever the precision, the track is fp32
+    return seen
+
+
+def test_sampling_precision_sets_the_denoisers_arithmetic():
+    """The denoising steps run in bf16 when asked (the conditions, encoded once a window, stay fp32)."""
+    g = generator()
+    g.sampling_precision = "fp32"
+    assert denoiser_input_dtypes(g, request(WINDOW)) == {torch.float32}
+    g.sampling_precision = "bf16"
+    assert torch.bfloat16 in denoiser_input_dtypes(g, request(WINDOW))
+
+
+def test_bf16_samples_stay_close_to_fp32_samples():
+    g = generator()
+    tracks = {}
+    for precision in ("fp32", "bf16"):
+        g.sampling_precision = precision
+        with torch.inference_mode():
+            tracks[precision] = g.generate(request(WINDOW), generator=torch.Generator().manual_seed(0))
+    difference = (tracks["bf16"] - tracks["fp32"]).abs().max()
+    assert 0 < difference < 0.02 * tracks["fp32"].abs().max()  # rounded, not another sample
+
+
+def test_auto_precision_is_bf16_only_for_cpu_batches_on_a_cpu_with_bf16(tmp_path):
+    from lightning_modules.networks.emodiff_generator import (AUTO_BF16_MIN_BATCH, cpu_has_native_bf16,
+                                                               samples_in_bf16)
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert samples_in_bf16("auto", cpu, AUTO_BF16_MIN_BATCH, native_bf16=True)
+    assert not samples_in_bf16("auto", cpu, AUTO_BF16_MIN_BATCH - 1, native_bf16=True)
+    assert not samples_in_bf16("auto", cpu, 64, native_bf16=False)
+    assert not samples_in_bf16("auto", cuda, 64, native_bf16=True)
+    assert samples_in_bf16("bf16", cuda, 1, native_bf16=False) and not samples_in_bf16("fp32", cpu, 64, True)
+    with pytest.raises(ValueError, match="sampling_precision must be one of"):
+        EmoDiffGenerator(Recording(), sampling_precision="fp16")
+    flags = "flags\t\t: fpu sse2 avx2 avx512f {}\n"
+    for extra, expected in (("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx512_vnni", False)):
+        cpuinfo = tmp_path / f"cpuinfo-{extra.split()[0]}"
+        cpuinfo.write_text("processor\t: 0\n" + flags.format(extra))
+        assert cpu_has_native_bf16(cpuinfo) is expected
+    assert cpu_has_native_bf16(tmp_path / "missing") is False

@@ -6,8 +6,10 @@ LightningModule in lightning_modules/emodiff.py only trains it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +22,31 @@ from lightning_modules.networks.emodiff_denoiser import EmoDiffDenoiser
 
 STYLE_SOURCES = ("bank", "label", "clip")
 """Where a request's style term comes from: the checkpoint's style bank, none (label only), a reference clip."""
+SAMPLING_PRECISIONS = ("auto", "fp32", "bf16")
+"""fp32; bf16 autocast; auto: bf16 autocast for CPU batches of at least AUTO_BF16_MIN_BATCH on a CPU with native
+bf16 arithmetic (AVX512-BF16 or AMX), fp32 otherwise. bf16 samples match fp32's on every quality metric
+(benchmarks/README.md, "EmoDiff samplers"); on such a CPU they are faster from that batch size and slower below."""
+AUTO_BF16_MIN_BATCH = 4
+
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has bf16 instructions (Linux's CPU flags; False where they cannot be read)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def samples_in_bf16(precision: str, device: torch.device, batch_size: int, native_bf16: bool) -> bool:
+    """Whether sampling runs under bf16 autocast (see SAMPLING_PRECISIONS)."""
+    if precision not in SAMPLING_PRECISIONS:
+        raise ValueError(f"sampling_precision must be one of {SAMPLING_PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return device.type == "cpu" and batch_size >= AUTO_BF16_MIN_BATCH and native_bf16
+    return precision == "bf16"
 
 
 class EmoDiffGenerator(nn.Module):
@@ -33,11 +60,14 @@ class EmoDiffGenerator(nn.Module):
 
     def __init__(self, denoiser: EmoDiffDenoiser, *, diffusion_steps: int = 500, schedule: str = "cosine",
                  prediction: str = "x0", autoregressive: bool = True, context_frames: int = 10,
-                 sample_steps: int = 8, guidance_scale: float = 1.5, generation_window: int = 64,
-                 max_level: int = 3, bank_exemplars: int = 4, sampler: str = "dpmpp_2m") -> None:
+                 sample_steps: int = 10, guidance_scale: float = 1.5, generation_window: int = 64,
+                 max_level: int = 3, bank_exemplars: int = 4, sampler: str = "dpmpp_2m",
+                 sampling_precision: str = "auto") -> None:
         super().__init__()
         self.denoiser = denoiser
         self.sampler = check_sampler(sampler)
+        samples_in_bf16(sampling_precision, torch.device("cpu"), 1, False)  # a clear error for a bad name
+        self.sampling_precision = sampling_precision
         self.prediction, self.autoregressive, self.context_frames = prediction, autoregressive, context_frames
         self.sample_steps, self.guidance_scale, self.generation_window = sample_steps, guidance_scale, generation_window
         self.schedule = make_schedule(schedule, diffusion_steps)
@@ -175,8 +205,11 @@ class EmoDiffGenerator(nn.Module):
 
         steps = self.sample_steps if steps is None else steps
         name = "ddpm" if steps == 0 else self.sampler if sampler is None else sampler
-        return sample_by_name(name, denoise, self.noise_schedule(), shape, self.prediction, steps,
-                              generator=generator, x0_fixed=fixed)
+        device = cond["audio"].device
+        bf16 = samples_in_bf16(self.sampling_precision, device, b, device.type == "cpu" and cpu_has_native_bf16())
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            return sample_by_name(name, denoise, self.noise_schedule(), shape, self.prediction, steps,
+                                  generator=generator, x0_fixed=fixed).float()
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], *, steps: int | None = None,
