@@ -17,9 +17,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 REPO = Path(__file__).resolve().parents[1]
 
 # Tests sharing an expensive session fixture run on one xdist worker (`-n auto --dist loadgroup`, as `make test`
-# does), which builds it once. Each worker that needs a local Slurm starts its own (own state directory and ports),
-# so the Slurm tests spread over the workers.
+# does), which builds it once; one local Slurm per machine, so its tests share a worker too.
 XDIST_GROUPS = {
+    "local_slurm": "slurm",
     "trained_emodiff": "trained_blendshape_models",
     "trained_emotion_classifier": "trained_blendshape_models",
     "video_corpus": "rendered_video_corpus",

@@ -1,6 +1,6 @@
 """`make test` runs the suite on one xdist worker per core with --dist loadgroup: the tests of one group (a trained
-model, a rendered corpus; tests/conftest.py) must land on one worker, or the shared fixtures are built twice. This
-shows the installed pytest and pytest-xdist still group."""
+model, the local Slurm; tests/conftest.py) must land on one worker, or the shared fixtures are built twice and two
+local Slurms collide. This shows the installed pytest and pytest-xdist still group."""
 
 from __future__ import annotations
 
