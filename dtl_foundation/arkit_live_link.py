@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ FRAME_RATES: tuple[float, ...] = (23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 
 
 def timecode_rate(fps: float) -> int:
     """Frames a timecode second counts at `fps`: the rate itself, or 24/30/60 for the NTSC rates 23.976/29.97/59.94."""
-    nominal = round(fps)
+    nominal = round(fps) if math.isfinite(fps) else 0  # round() raises on NaN and inf: refuse them below instead
     if not fps > 0 or nominal < 1 or abs(fps - nominal) > 0.002 * fps:
         raise ValueError(f"no timecode for {fps:g} fps: use a whole rate or an NTSC one (23.976, 29.97, 59.94)")
     return nominal

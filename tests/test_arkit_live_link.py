@@ -16,6 +16,7 @@ from dtl_foundation.arkit_live_link import (BLENDSHAPE_COUNT, FRAME_RATES, LLF_H
                                             timecode_to_seconds, write_live_link_csv)
 
 CAPTURE = Path(__file__).parent / "data" / "live_link" / "alex_rom_3_first_rows.csv"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_written_header_equals_the_real_capture_byte_for_byte(tmp_path):
@@ -130,3 +131,92 @@ def test_malformed_csv_names_the_file(tmp_path):
     path.write_text(",".join(LLF_HEADER) + "\n00:00:00:00.000,61,abc\n")
     with pytest.raises(arkit.BlendshapeNameError, match="bad.csv: malformed row"):
         read_live_link_csv(path)
+
+
+def test_reading_without_a_rate_takes_the_captures_60_fps_timecode():
+    # The capture's frame field reaches 31, so its timecode counts more than 30 frames a second: the app's 60.
+    take = read_live_link_csv(CAPTURE)
+    assert take.fps == 60.0
+    assert timecode_to_seconds(take.timecodes[0], take.fps) == pytest.approx((13 * 60 + 13) * 60 + 4 + 31.652 / 60)
+
+
+def test_the_cli_offers_the_rates_the_readme_lists():
+    listed = re.search(r"`--fps` is ([\d., ]+) or ([\d.]+);", (REPO / "README.md").read_text().replace("\n   ", " "))
+    assert listed, "README.md no longer lists the --fps rates"
+    rates = [float(r) for r in listed.group(1).split(", ")] + [float(listed.group(2))]
+    assert FRAME_RATES == tuple(rates)
+
+
+def test_a_column_the_app_does_not_write_is_refused_not_dropped(tmp_path):
+    path = tmp_path / "take.csv"
+    write_live_link_csv(path, LiveLinkTrack(np.zeros((2, 52)), fps=30.0))
+    rows = [line + ",0.5" for line in path.read_text().splitlines()]
+    path.write_text("\n".join([rows[0][: -len("0.5")] + "AudioLevel"] + rows[1:]) + "\n")
+    with pytest.raises(arkit.BlendshapeNameError, match=r"take.csv: unknown blendshape names \['audioLevel'\]"):
+        read_live_link_csv(path)
+
+
+def test_a_header_column_without_a_name_is_a_named_error(tmp_path):
+    path = tmp_path / "take.csv"
+    write_live_link_csv(path, LiveLinkTrack(np.zeros((2, 52)), fps=30.0))
+    path.write_text("\n".join(line + ",0.5" if i else line + ", " for i, line in
+                              enumerate(path.read_text().splitlines())) + "\n")
+    with pytest.raises(arkit.BlendshapeNameError, match="take.csv: a header column has no name"):
+        read_live_link_csv(path)
+
+
+def test_a_take_without_pose_columns_reads_with_zero_pose(tmp_path):
+    values = np.random.default_rng(3).random((3, 52)).astype(np.float32)
+    path = tmp_path / "take.csv"
+    write_live_link_csv(path, LiveLinkTrack(values, fps=30.0, pose=np.ones((3, 9))))
+    path.write_text("\n".join(",".join(line.split(",")[:-len(POSE_NAMES)]) for line in
+                              path.read_text().splitlines()) + "\n")
+    take = read_live_link_csv(path, fps=30.0)
+    np.testing.assert_array_equal(take.blendshapes, values)
+    np.testing.assert_array_equal(take.pose, np.zeros((3, 9)))
+
+
+def test_a_bad_timecode_is_named():
+    for timecode in ("12:30", "aa:00:00:00.000", ""):
+        with pytest.raises(ValueError, match=rf"bad timecode '{timecode}' \(expected HH:MM:SS:FF.mmm\)"):
+            timecode_to_seconds(timecode, 30.0)
+
+
+def test_non_finite_rates_are_refused_by_name():
+    for fps in (float("nan"), float("inf"), -30.0, 0.0, 0.4):
+        with pytest.raises(ValueError, match="no timecode for"):
+            timecode_rate(fps)
+
+
+def test_the_lowest_whole_rate_has_a_timecode():
+    assert timecode_rate(1.0) == 1
+    assert frames_to_timecode(61, 1.0) == "00:01:01:00.000"
+
+
+def timecodes_at_60(first_frame: int, rows: int, step: int = 2, start: str = "10:00:00") -> list[str]:
+    """`rows` timecodes two 60-fps frames apart (a 30 fps take) from frame `first_frame` of second `start`."""
+    hh, mm, ss = (int(part) for part in start.split(":"))
+    first = ((hh * 60 + mm) * 60 + ss) * 60 + first_frame
+    return [frames_to_timecode((first + step * i) % (24 * 3600 * 60), 60.0) for i in range(rows)]
+
+
+def test_sampled_rate_counts_from_a_first_row_on_the_last_frame_of_a_second():
+    # Frame 58 of a second, one whole second, a few rows: the only two second boundaries are rows 1 and 31.
+    timecodes = timecodes_at_60(58, 35)
+    assert sampled_rate(timecodes, 60.0) == 30.0
+
+
+def test_sampled_rate_counts_across_midnight():
+    # Time-of-day timecodes (the capture's start at 13:13:04) wrap to 00:00:00 at midnight.
+    timecodes = timecodes_at_60(0, 65, start="23:59:59")
+    assert timecodes[30] == "00:00:00:00.000"
+    assert sampled_rate(timecodes, 60.0) == 30.0
+
+
+def test_sampled_rate_counts_a_take_faster_than_stated():
+    assert sampled_rate(timecodes_at_60(0, 200, step=1), 30.0) == 60.0
+
+
+def test_timecodes_that_are_not_hh_mm_ss_ff_keep_the_stated_rate():
+    assert sampled_rate([str(i) for i in range(200)], 30.0) == 30.0
+    assert sampled_rate([f"00:{i // 60:02d}" for i in range(200)], 30.0) == 30.0

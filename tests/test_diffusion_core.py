@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from dtl_foundation.diffusion import (NoiseSchedule, cfg_denoise, classifier_free_guidance, coefficient_at,
                                          cosine_alpha_bar_schedule, ddim_sample, ddim_timesteps, ddpm_sample,
@@ -121,6 +122,24 @@ def test_parameterisation_round_trips(kind: str, name: str) -> None:
     target = prediction_target(kind, schedule, x0, t, noise)
     torch.testing.assert_close(predicted_x0(kind, schedule, x_t, t, target), x0, rtol=0, atol=1e-5)
     torch.testing.assert_close(predicted_eps(kind, schedule, x_t, t, target), noise, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["x0", "eps"])
+def test_a_kind_read_from_a_config_file_takes_its_own_branch(kind: str) -> None:
+    # configs/model/emodiff.yaml states the kind: parsed, it is an equal string but not the interned literal, so a
+    # branch comparing by identity would send it to another parameterisation's formula.
+    from_config = yaml.safe_load(f"prediction: {kind}")["prediction"]
+    assert from_config == kind and from_config is not kind
+    schedule = make_schedule("linear", 1000)
+    g = seeded(4)
+    t = torch.tensor([10, 400, 900])
+    x0, noise, output = (torch.randn((3, 5, 3), generator=g, dtype=torch.float64) for _ in range(3))
+    x_t = q_sample(schedule, x0, t, noise)
+    torch.testing.assert_close(prediction_target(from_config, schedule, x0, t, noise),
+                               prediction_target(kind, schedule, x0, t, noise), rtol=0, atol=0)
+    for convert in (predicted_x0, predicted_eps):
+        torch.testing.assert_close(convert(from_config, schedule, x_t, t, output),
+                                   convert(kind, schedule, x_t, t, output), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
