@@ -3,7 +3,6 @@ through `dtl study`, and a real uvicorn server on a free local port."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from dtl_foundation.media.video_write import write_video
+from port_helpers import free_port
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -60,12 +60,6 @@ def make_methods(root: Path, methods: dict[str, tuple[int, int, int]], clips: li
             write_video(folder / f"{clip}.mp4", talking_frames(audio, colour), FPS, speech / f"{clip}.wav")
         folders[name] = folder
     return folders
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -9,6 +9,7 @@ import torch
 from datamodules.long_audio import long_audio_batch
 from lightning_modules.blendshape_evaluation import BlendshapeEvaluation
 from metrics.boundary_continuity import BoundaryContinuity, discontinuous, window_boundaries
+from port_helpers import free_port
 from training_helpers import compose_train
 
 WINDOW, CONTEXT = 64, 10
@@ -129,11 +130,8 @@ def _log_on_two_ranks(rank: int, port: int, agree: bool, queue) -> None:
 
 def _run_two_ranks(agree: bool) -> dict[int, object]:
     import multiprocessing
-    import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     ranks = [context.Process(target=_log_on_two_ranks, args=(rank, port, agree, queue)) for rank in (0, 1)]

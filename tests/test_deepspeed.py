@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from experiments import export
 from experiments.run_dir import save_metadata
 from experiments.train import CONFIG_DIR
 from lightning_modules.trained_model import load_trained_model
+from port_helpers import free_port
 from training_helpers import compose_train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,12 +25,6 @@ LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"
 # A small denoiser and short windows: the DeepSpeed machinery is under test here, not EmoDiff's quality.
 SMALL_EMODIFF = ["model.denoiser.dim=32", "model.denoiser.layers=1", "model.denoiser.heads=2", "data.window=32",
                  "data.style_frames=32", "data.batch_size=4"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,15 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def samples_in_bf16(precision: str, device: torch.device, batch_size: int, native_bf16: bool) -> bool:
-    """Whether sampling runs under bf16 autocast (see SAMPLING_PRECISIONS)."""
+def check_sampling_precision(precision: str) -> str:
     if precision not in SAMPLING_PRECISIONS:
         raise ValueError(f"sampling_precision must be one of {SAMPLING_PRECISIONS}, not {precision!r}")
-    if precision == "auto":
+    return precision
+
+
+def samples_in_bf16(precision: str, device: torch.device, batch_size: int, native_bf16: bool) -> bool:
+    """Whether sampling runs under bf16 autocast (see SAMPLING_PRECISIONS)."""
+    if check_sampling_precision(precision) == "auto":
         return device.type == "cpu" and batch_size >= AUTO_BF16_MIN_BATCH and native_bf16
     return precision == "bf16"
 
@@ -66,8 +70,7 @@ class EmoDiffGenerator(nn.Module):
         super().__init__()
         self.denoiser = denoiser
         self.sampler = check_sampler(sampler)
-        samples_in_bf16(sampling_precision, torch.device("cpu"), 1, False)  # a clear error for a bad name
-        self.sampling_precision = sampling_precision
+        self.sampling_precision = check_sampling_precision(sampling_precision)
         self.prediction, self.autoregressive, self.context_frames = prediction, autoregressive, context_frames
         self.sample_steps, self.guidance_scale, self.generation_window = sample_steps, guidance_scale, generation_window
         self.schedule = make_schedule(schedule, diffusion_steps)
