@@ -39,7 +39,12 @@ class StyleEncoder(nn.Module):
 
 class AdaLNBlock(nn.Module):
     """Pre-norm transformer layer whose norms are shifted, scaled and gated per frame by a condition vector
-    (adaLN-Zero, Peebles & Xie 2023 sec. 3.2): the condition acts on every layer and cannot be attended away."""
+    (adaLN-Zero, Peebles & Xie 2023 sec. 3.2): the condition acts on every layer and cannot be attended away.
+
+    `modulation` (SiLU, then a linear map to 6 dim) holds the block's weights; EmoDiffDenoiser applies all
+    blocks' at once (`EmoDiffDenoiser.modulation_weights`) and passes each block its six vectors."""
+
+    MODULATIONS = 6
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -47,17 +52,18 @@ class AdaLNBlock(nn.Module):
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.MODULATIONS * dim))
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """h (B, T, dim); c (B, T, dim) or (B, 1, dim)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=-1)
-        x = self.norm1(h) * (1 + scale1) + shift1
-        h = h + gate1 * self.attn(x, x, x, need_weights=False)[0]
-        x = self.norm2(h) * (1 + scale2) + shift2
-        return h + gate2 * self.mlp(x)
+    def forward(self, h: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
+        """h (B, T, dim); modulation (B, T or 1, 6 dim): shift, 1 + scale and gate before attention, then before
+        the MLP."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(self.MODULATIONS, dim=-1)
+        x = torch.addcmul(shift1, self.norm1(h), scale1)
+        h = torch.addcmul(h, gate1, self.attn(x, x, x, need_weights=False)[0])
+        x = torch.addcmul(shift2, self.norm2(h), scale2)
+        return torch.addcmul(h, gate2, self.mlp(x))
 
 
 class EmoDiffDenoiser(nn.Module):
@@ -99,6 +105,10 @@ class EmoDiffDenoiser(nn.Module):
         for layer in (self.out_modulation[1], self.out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        ones = torch.zeros(layers * AdaLNBlock.MODULATIONS + 2, dim)
+        scales = [AdaLNBlock.MODULATIONS * i + k for i in range(layers) for k in (1, 4)] + [-1]  # shift, scale, gate
+        ones[scales] = 1
+        self.register_buffer("scale_ones", ones.flatten(), persistent=False)
 
     def encode_style(self, style: torch.Tensor, style_mask: torch.Tensor) -> torch.Tensor:
         """(B, dim) style-encoder vectors of reference clips (already standardised); rows without frames give 0."""
@@ -156,18 +166,29 @@ class EmoDiffDenoiser(nn.Module):
         emotion = emotion[:, None] if emotion.ndim == 2 else emotion
         return self.condition_norm(emotion) + h.repeat(emotion.shape[0] // h.shape[0], 1)[:, None]
 
-    def denoise_encoded(self, x_t: torch.Tensor, t: torch.Tensor, frames: torch.Tensor,
-                        condition: torch.Tensor) -> torch.Tensor:
+    def modulation_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every block's adaLN modulation and the output's as one linear map of SiLU(c), (weight, bias), with the
+        1 of each (1 + scale) in the bias: one matrix product a network call instead of one a block. Fixed while
+        the parameters are: sampling computes it once a window."""
+        linears = [block.modulation[1] for block in self.blocks] + [self.out_modulation[1]]
+        weight = torch.cat([linear.weight for linear in linears])
+        return weight, torch.cat([linear.bias for linear in linears]) + self.scale_ones
+
+    def denoise_encoded(self, x_t: torch.Tensor, t: torch.Tensor, frames: torch.Tensor, condition: torch.Tensor,
+                        modulation_weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The model output from x_t (B, T, 52), t (B,) and the encoded conditions: `frames` (B, T, dim) from
-        encode_frames, `condition` from encode_condition, (k B, ...) for k stacked variants: (k B, T, 52) out."""
+        encode_frames, `condition` from encode_condition, (k B, ...) for k stacked variants: (k B, T, 52) out.
+        `modulation_weights`: those of `modulation_weights()`, when the caller keeps them across calls."""
         h = F.linear(x_t, self.frames_in.weight[:, :NUM_BLENDSHAPES]) + frames
         repeats = condition.shape[0] // h.shape[0]
         h = h.repeat(repeats, 1, 1)
         c = condition + self.time_mlp(sinusoidal_embedding(t, self.dim).to(h.dtype)).repeat(repeats, 1)[:, None]
-        for block in self.blocks:
-            h = block(h, c)
-        shift, scale = self.out_modulation(c).chunk(2, dim=-1)
-        return self.out(self.out_norm(h) * (1 + scale) + shift)
+        weight, bias = self.modulation_weights() if modulation_weights is None else modulation_weights
+        modulations = F.linear(F.silu(c), weight, bias).split(AdaLNBlock.MODULATIONS * self.dim, dim=-1)
+        for block, modulation in zip(self.blocks, modulations):
+            h = block(h, modulation)
+        shift, scale = modulations[-1].chunk(2, dim=-1)
+        return self.out(torch.addcmul(shift, self.out_norm(h), scale))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         condition = self.encode_condition(cond["emotion_vector"], cond["init"], cond.get("init_known"))

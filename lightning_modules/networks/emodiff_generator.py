@@ -184,8 +184,9 @@ class EmoDiffGenerator(nn.Module):
                       guidance_scale: float | None = None, generator: torch.Generator | None = None,
                       sampler: str | None = None) -> torch.Tensor:
         """One window in standardised space by `sampler` (default: the model's) over `steps` timesteps; `steps=0`
-        runs full DDPM. The conditions are encoded once here, not at every step; with guidance, the conditional
-        and unconditional halves share the frame encoding and the initial expression's."""
+        runs full DDPM. The conditions are encoded once here, not at every step (and the adaLN modulations'
+        weights gathered once); with guidance, the conditional and unconditional halves share the frame encoding
+        and the initial expression's."""
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         b, frames = cond["audio"].shape[:2]
         denoiser = self.denoiser
@@ -196,11 +197,12 @@ class EmoDiffGenerator(nn.Module):
             vector = torch.cat([vector, null_vector[:, None].expand_as(vector) if vector.ndim == 3 else null_vector])
         encoded_frames = denoiser.encode_frames(cond)
         condition = denoiser.encode_condition(vector, cond["init"], cond.get("init_known"))
+        modulation_weights = denoiser.modulation_weights()
         shape = (b, frames, NUM_BLENDSHAPES)
         fixed = (cond["context_mask"][..., None].expand(shape), cond["context"])
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            out = denoiser.denoise_encoded(x_t, t, encoded_frames, condition)
+            out = denoiser.denoise_encoded(x_t, t, encoded_frames, condition, modulation_weights)
             if not guided:
                 return out
             out_cond, out_uncond = out.chunk(2)
