@@ -58,6 +58,29 @@ def sampler_spec(text: str) -> tuple[str, int]:
     return name, int(steps)
 
 
+def thread_speedup(device: str) -> float | None:
+    """How much faster the configured threads run a fixed workload of the denoiser's matrix sizes than one
+    thread does, now (CPU only): near the thread count when the cores are free, near 1 when the host (a VM's
+    neighbours, other jobs) keeps all but one busy. Printed at the start and the end of a run, so that figures
+    taken on a busy host can be told from the code's own speed."""
+    if not device.startswith("cpu") or torch.get_num_threads() == 1:
+        return None
+    x, w, b = torch.randn(128, 128), torch.randn(512, 128), torch.randn(512)
+
+    def seconds() -> float:
+        start = time.perf_counter()
+        for _ in range(400):
+            torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b))
+        return time.perf_counter() - start
+
+    threads = torch.get_num_threads()
+    seconds()
+    torch.set_num_threads(1)
+    one = min(seconds() for _ in range(3))
+    torch.set_num_threads(threads)
+    return one / min(seconds() for _ in range(3))
+
+
 def time_training(model, batch: dict[str, torch.Tensor], steps: int, device: str) -> float:
     """Training windows per second over `steps` optimiser steps, after 3 warm-up steps."""
     optimizer = torch.optim.AdamW(model.denoiser.parameters(), lr=1e-4)
@@ -118,6 +141,9 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, sampling precision {args.precision}"
           f"{' (CPU with native bf16)' if cpu_has_native_bf16() else ''}; "
           f"denoiser {params / 1e6:.2f} M parameters")
+    speedup = thread_speedup(device)
+    if speedup is not None:
+        print(f"{torch.get_num_threads()} threads vs 1 on a fixed matrix workload at the start: {speedup:.2f}x")
     audio_dim = cfg.model.denoiser.audio_dim
     window, style_frames, batch_size = cfg.data.window, cfg.data.style_frames, cfg.data.batch_size
 
@@ -147,6 +173,9 @@ def main() -> None:
         print(f"sampling {label}, batch {b:>2}: {rate:8.1f}x real time ({args.seconds:g} s of audio each, "
               f"{wall:.3f} s wall, median of {repeats}, {min(walls):.3f}-{max(walls):.3f}; {calls} network calls "
               f"a window{versus})", flush=True)
+    speedup = thread_speedup(device)
+    if speedup is not None:
+        print(f"{torch.get_num_threads()} threads vs 1 on a fixed matrix workload at the end: {speedup:.2f}x")
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(f"peak memory: {peak:.0f} MiB ({'CUDA allocated' if device.startswith('cuda') else 'process RSS'})")
