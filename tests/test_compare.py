@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from experiments.compare.command import main as compare
-from experiments.compare.table import format_cell, format_delta, infer_goal
+from experiments.compare.run_logs import RunLog
+from experiments.compare.table import UNRANKED, build_table, format_cell, format_delta, infer_goal
 from experiments.compare.report_html import TABLE_BACKGROUND
 from experiments.compare.run_logs import RunLogError, read_run, read_wandb_files, wandb_files
 from experiments.compare.summary import final_metrics
@@ -60,8 +61,31 @@ def test_goal_is_inferred_from_the_metric_name():
     expected = {"test/mouth_error": "min", "val/loss": "min", "test/lse_d": "min", "test/fid": "min",
                 "test/lpips": "min", "test/upper_face_dd": "min", "test/sync_loss": "min", "test/lse_c": "max",
                 "test/sync": "max", "test/emotion_accuracy": "max", "test/psnr": "max", "test/ssim": "max",
-                "test/sync_lag": None, "test/diversity": None}
+                "test/sync_lag": UNRANKED, "test/diversity": None, "test/boundary_velocity_ratio_truth": UNRANKED,
+                "test/source/mouth_error": UNRANKED, "test/source/boundary_velocity_ratio": UNRANKED,
+                "test/boundary_velocity_ratio": None}
     assert {m: infer_goal(m) for m in expected} == expected
+
+
+def test_references_and_lags_are_shown_but_never_ranked_and_explained_in_one_note():
+    def run(name: str, lr: float, seed: int, mouth: float) -> RunLog:
+        final = {"test/mouth_error": mouth, "test/source/mouth_error": 0.5 - mouth, "test/sync_lag": mouth * 10,
+                 "test/boundary_velocity_ratio_truth": 1.0 - mouth, "test/diversity": mouth}
+        return RunLog(name=name, location=f"/runs/{name}", source="csv",
+                      config={"experiment_name": "refiner", "model": {"lr": lr}, "seed": seed}, final=final, curves={})
+
+    runs = [run("a1", 0.1, 1, 0.10), run("a2", 0.1, 2, 0.12), run("b1", 0.2, 1, 0.20), run("b2", 0.2, 2, 0.23)]
+    table = build_table(runs, baseline="refiner [lr=0.1]")
+    references = ("test/source/mouth_error", "test/sync_lag", "test/boundary_velocity_ratio_truth")
+    assert table.best["test/mouth_error"] == "refiner [lr=0.1]"
+    assert all(table.best[m] is None and table.improves("refiner [lr=0.2]", m) is None for m in references)
+    assert table.improves("refiner [lr=0.2]", "test/mouth_error") is False
+    unranked = [n for n in table.notes if n.startswith("not ranked")]
+    assert len(unranked) == 1 and all(m in unranked[0] for m in references)
+    assert [n for n in table.notes if "which way is better" in n] == [
+        "test/diversity: which way is better is not known from its name; pass --goal test/diversity=min|max"]
+    ranked = build_table(runs, goals=["test/source/mouth_error=min"], baseline="refiner [lr=0.1]")
+    assert ranked.best["test/source/mouth_error"] == "refiner [lr=0.2]"
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ RUN_IDENTITY_KEYS = ("run_id", "seed", "tags", "resume", "ckpt_path", "task_name
                      "hydra.*", "logger.*.id", "logger.*.version", "logger.*.name", "logger.*.tags",
                      "callbacks.progress_bar.*")
 # Metric name parts that say which way is better; checked in this order (so sync_loss is a loss).
-NEUTRAL_PARTS = ("lag", "offset")
+NEUTRAL_PARTS = ("lag", "offset")  # judged by their size, not their sign: never ranked
 MIN_PARTS = ("error", "loss", "distance", "dist", "lse_d", "fid", "lpips", "mse", "mae", "rmse", "lmd", "dd",
              "deviation")
 MAX_PARTS = ("accuracy", "acc", "lse_c", "sync", "psnr", "ssim", "cpbd", "confidence", "csim")
@@ -29,14 +29,33 @@ class ComparisonError(ValueError):
     """A comparison that cannot be made as asked (unknown metric, unknown baseline, bad goal)."""
 
 
+UNRANKED = "unranked"
+"""The goal of a metric that is shown but never ranked: a reference, or a number without a better direction."""
+
+
+def unranked_reason(metric: str) -> str | None:
+    """Why a metric is shown but not ranked, from its name; None when it may be ranked."""
+    name = metric.rsplit("/", 1)[-1].lower()
+    if name.endswith("_truth"):
+        return "the ground truth's value at the same frames, a reference"
+    if "source" in metric.lower().split("/")[:-1]:
+        return "the lip refiner's input scored the same way, a reference"
+    if any(re.search(rf"(^|_){part}($|_)", name) for part in NEUTRAL_PARTS):
+        return "a lag or offset, judged by its size rather than its sign"
+    return None
+
+
 def infer_goal(metric: str) -> str | None:
-    """'min' or 'max' from the metric's name (test/mouth_error -> min, test/lse_c -> max); None when unknown."""
+    """'min' or 'max' from the metric's name (test/mouth_error -> min, test/lse_c -> max); UNRANKED for a
+    reference (`*_truth`, `source/...`) or a lag; None when unknown."""
+    if unranked_reason(metric) is not None:
+        return UNRANKED
     name = metric.rsplit("/", 1)[-1].lower()
 
     def has(part: str) -> bool:
         return re.search(rf"(^|_){re.escape(part)}($|_)", name) is not None
 
-    for parts, goal in ((NEUTRAL_PARTS, None), (MIN_PARTS, "min"), (MAX_PARTS, "max")):
+    for parts, goal in ((MIN_PARTS, "min"), (MAX_PARTS, "max")):
         if any(has(p) for p in parts):
             return goal
     return None
@@ -209,7 +228,7 @@ class ComparisonTable:
     def improves(self, variant: str, metric: str) -> bool | None:
         """Whether the variant beats the baseline on the metric (None when the goal or a value is unknown)."""
         delta, goal = self.delta(variant, metric), self.goals.get(metric)
-        if delta is None or goal is None or delta[0] == 0:
+        if delta is None or goal not in ("min", "max") or delta[0] == 0:
             return None
         return (delta[0] < 0) == (goal == "min")
 
@@ -287,9 +306,18 @@ def build_table(runs: list[RunLog], metrics: list[str] | None = None, goals: lis
                              f"that fail the face check; the number is kept as eval/not_valid/{m[5:]}, the reason "
                              "in metrics.json)")
     best: dict[str, str | None] = {}
+    unranked: dict[str, list[str]] = {}
+    for m in chosen:
+        if goal_of[m] == UNRANKED:
+            unranked.setdefault(unranked_reason(m), []).append(m)
+    if unranked:
+        notes.append("not ranked: " + "; ".join(f"{', '.join(ms)} ({reason})" for reason, ms in unranked.items())
+                     + "; --goal METRIC=min|max ranks one")
     for m in chosen:
         scored = [(cells[(v.label, m)].mean, v.label) for v in variants if (v.label, m) in cells]
-        if goal_of[m] is None:
+        if goal_of[m] == UNRANKED:
+            best[m] = None
+        elif goal_of[m] is None:
             best[m] = None
             notes.append(f"{m}: which way is better is not known from its name; pass --goal {m}=min|max")
         elif len(scored) > 1:
@@ -335,7 +363,7 @@ def reading_guide(table: ComparisonTable) -> str:
     """One line that says how to read the table."""
     return (f"{sum(len(v.runs) for v in table.variants)} runs in {len(table.variants)} variants; mean ± 95 % "
             "confidence interval over seeds (Student t; n=k: only k runs logged the metric); ★ best per metric; "
-            "↓/↑ lower/higher is better"
+            "↓/↑ lower/higher is better (no arrow: not ranked)"
             + (f"; Δ against {table.baseline}, p from a {TEST_NAME}, * significant at 0.05." if table.baseline
                else "."))
 
