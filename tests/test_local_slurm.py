@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from experiments.launch.submit import main as submit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,16 +95,15 @@ def test_dry_run_renders_resources_requeue_and_one_task_per_device():
 
 @pytest.mark.parametrize(("exported", "asked", "cpus"), [("1", [], 1), ("3", [], 3), (None, [], 2), ("", [], 2),
                                                      ("1", ["launcher.cpus_per_task=4"], 4)])
-def test_a_job_asks_for_the_cpus_its_exported_openmp_threads_use(exported, asked, cpus):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+def test_a_job_asks_for_the_cpus_its_exported_openmp_threads_use(exported, asked, cpus, monkeypatch, capsys):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     if exported is not None:
-        env["OMP_NUM_THREADS"] = exported
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "submit", "--dry-run", "experiment=emodiff_demo",
-                          *asked], capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
-    assert out.returncode == 0, out.stderr
-    assert f"#SBATCH --cpus-per-task={cpus}" in out.stdout.splitlines()
+        monkeypatch.setenv("OMP_NUM_THREADS", exported)
+    assert submit(["--dry-run", "experiment=emodiff_demo", *asked]) == 0
+    script = capsys.readouterr().out
+    assert f"#SBATCH --cpus-per-task={cpus}" in script.splitlines()
     # The job's threads: the exported count (sbatch passes the environment on), else one per allotted CPU.
-    assert "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}" in out.stdout
+    assert "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}" in script
 
 
 def test_submitted_training_job_completes_with_checkpoint_and_logs(local_slurm, tiny_corpus, tmp_path):
