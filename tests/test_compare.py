@@ -88,6 +88,25 @@ def test_references_and_lags_are_shown_but_never_ranked_and_explained_in_one_not
     assert ranked.best["test/source/mouth_error"] == "refiner [lr=0.2]"
 
 
+def test_single_seed_variants_that_differ_only_in_input_paths_get_a_hint_to_pool_them():
+    def refiner(seed: int, **settings) -> RunLog:
+        config = {"experiment_name": "lip_refiner", "seed": seed, "model": settings}
+        return RunLog(name=f"r{seed}", location=f"/runs/r{seed}", source="csv", config=config,
+                      final={"test/mouth_error": 0.1 * seed}, curves={})
+
+    per_seed = [refiner(s, emodiff_run=f"/work/outputs/emodiff_demo/ablation-{s}") for s in (1, 2, 3)]
+    table = build_table(per_seed)
+    assert len(table.variants) == 3
+    hint = [n for n in table.notes if "pools them" in n]
+    assert len(hint) == 1 and "--ignore model.emodiff_run" in hint[0] and "seeds 1, 2, 3" in hint[0]
+    pooled = build_table(per_seed, ignore=("model.emodiff_run",))
+    assert [len(v.runs) for v in pooled.variants] == [3] and not [n for n in pooled.notes if "pools them" in n]
+    # Not for a real difference (a number), nor for runs of one seed.
+    assert not [n for n in build_table([refiner(s, lr=0.1 * s) for s in (1, 2)]).notes if "pools them" in n]
+    same_seed = [refiner(1, emodiff_run=f"/work/outputs/emodiff_demo/{r}") for r in ("a", "b")]
+    assert not [n for n in build_table(same_seed).notes if "pools them" in n]
+
+
 @pytest.mark.slow
 def test_csv_and_wandb_logs_of_a_run_agree(outputs, tmp_path):
     for run_dir, attempts in ((outputs / "baseline_demo" / "seed1", 1), (outputs / "small_net" / "seed1", 2)):

@@ -161,6 +161,23 @@ def group_variants(runs: list[RunLog], ignore: tuple[str, ...] = ()) -> list[Var
     return sorted(variants, key=lambda v: v.label)
 
 
+def pooling_hints(variants: list[Variant]) -> list[str]:
+    """A note for each experiment whose variants are single runs of distinct seeds differing only in paths,
+    as when each seed of a stage reads the same seed's run of another stage: `--ignore` pools them."""
+    hints = []
+    for experiment in sorted({v.experiment for v in variants}):
+        same = [v for v in variants if v.experiment == experiment]
+        seeds = [str(s) for v in same for s in v.seeds]
+        if len(same) < 2 or any(len(v.runs) != 1 for v in same) or len(set(seeds)) != len(seeds):
+            continue
+        keys = [k for k in differing_keys([v.settings for v in same]) if k != "experiment_name"]
+        if keys and all("/" in v.settings.get(k, "") for v in same for k in keys):
+            hints.append(f"{experiment}: {len(same)} variants of one run each (seeds {', '.join(seeds)}) differ "
+                         f"only in {', '.join(keys)}, which are paths; if each is its seed's input (another "
+                         f"stage's run), {' '.join(f'--ignore {k}' for k in keys)} pools them over seeds")
+    return hints
+
+
 @dataclass
 class Cell:
     """One variant's values of one metric over its runs, and the runs' seeds."""
@@ -290,7 +307,7 @@ def build_table(runs: list[RunLog], metrics: list[str] | None = None, goals: lis
         raise ComparisonError(f"--goal for {', '.join(unknown)}, which is not among the compared metrics "
                               f"({', '.join(chosen)})")
     variants = group_variants(runs, ignore)
-    notes: list[str] = []
+    notes: list[str] = pooling_hints(variants)
     goal_of = {m: explicit_goals.get(m, infer_goal(m)) for m in chosen}
     cells = {}
     for v in variants:
