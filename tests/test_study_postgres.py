@@ -3,7 +3,9 @@ migrations build the schema there, participants answering at once lose and dupli
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -15,14 +17,18 @@ from study_oracle import answered_rows
 
 
 @pytest.fixture
-def postgres_url(tmp_path):
+def postgres_url():
+    """A fresh server. Its data folder is not under pytest's tmp_path: as root, pgserver runs PostgreSQL as its own
+    user and opens the folder's parents to it, and every pytest process that starts on the machine meanwhile
+    closes /tmp/pytest-of-root again (0700), which makes PostgreSQL fail with 'Permission denied'."""
     import pgserver  # a dev dependency: PostgreSQL's binaries in a wheel
 
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
-    try:
-        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-    finally:
-        server.cleanup()
+    with tempfile.TemporaryDirectory(prefix="dtl-pgdata-") as folder:
+        server = pgserver.get_server(Path(folder) / "pgdata", cleanup_mode="delete")
+        try:
+            yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        finally:
+            server.cleanup()
 
 
 @pytest.mark.slow
