@@ -222,3 +222,11 @@ def test_scan_options_are_keywords(tmp_path: Path):
     with pytest.raises(TypeError):
         scan_corpus(root, 25.0)  # a rate taken positionally could be mistaken for another option
     assert len(scan_corpus(root=root, val_speakers=0, test_speakers=0, progress=False)) == 3
+
+
+def test_the_scan_shows_its_progress_unless_asked_not_to(tmp_path: Path, capfd):
+    root = base_corpus(tmp_path / "corpus")
+    scan_corpus(root, val_speakers=0, test_speakers=0)
+    assert "validating corpus: 100%" in capfd.readouterr().err
+    scan(root)
+    assert "validating" not in capfd.readouterr().err
