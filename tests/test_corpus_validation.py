@@ -48,6 +48,17 @@ def test_speaker_split_defaults_hold_out_one_val_and_one_test_speaker_with_seed_
         {"train": ["M001", "M003", "W002"], "val": ["M002"], "test": ["W001"]}
     with pytest.raises(ValueError, match=r"val_speakers: a count of speakers cannot be negative \(-1\)"):
         split_by_speakers(SPEAKERS, -1, 1)
+    with pytest.raises(ValueError) as error:
+        split_by_speakers(SPEAKERS, ["M001", "M002"], ["M002", "M003"])
+    assert str(error.value) == "speakers ['M002'] are in both val_speakers and test_speakers"
+    assert split_by_speakers(SPEAKERS, 2, 3)["train"] == []  # every speaker may be held out (with a warning)
+
+
+def test_the_scan_splits_with_seed_0_by_default(tmp_path: Path):
+    root = tmp_path / "corpus"
+    for speaker in SPEAKERS:
+        add_clip(root, speaker, "neutral", 1, "001", 0.3)
+    assert scan_corpus(root, progress=False).splits == split_by_speakers(SPEAKERS, 1, 1, seed=0)
 
 
 def test_the_split_without_valid_clips_is_named_in_a_warning(tmp_path: Path, caplog):
@@ -81,6 +92,13 @@ def test_a_track_rate_read_from_corpus_json_that_is_not_positive_names_corpus_js
     assert str(error.value) == f"{root / 'CORPUS.json'}: the track fps must be a positive number, not -30"
 
 
+def test_a_slow_track_rate_is_still_a_rate(tmp_path: Path):
+    root = tmp_path / "corpus"
+    write_tone(root / "M001/audio/neutral/level_1/001.wav", 4.0)
+    write_npy(root / "M001/arkit/neutral/level_1/001.npy", random_track(2))
+    assert scan(root, fps=0.5).records[0].fps == 0.5
+
+
 def test_the_duration_tolerance_is_at_least_two_frames_and_includes_its_edge(tmp_path: Path):
     root = tmp_path / "corpus"
     audio = write_tone(root / "M001/audio/neutral/level_1/001.wav", 1.0)
@@ -91,6 +109,8 @@ def test_the_duration_tolerance_is_at_least_two_frames_and_includes_its_edge(tmp
         scan(root, fps=8)
     assert str(error.value) == (f"{track}: audio and track durations disagree: audio 1.000 s ({audio}) but track "
                                 "1.375 s (11 frames at 8 fps), 0.375 s apart (tolerance 0.250 s)")
+    write_npy(track, random_track(29))  # 1.16 s at 25 fps: 4 frames, inside the default 0.2 s
+    assert scan(root, fps=25).records[0].frames == 29
 
 
 def test_a_track_header_that_asks_for_terabytes_is_an_error_of_its_clip(tmp_path: Path):
@@ -154,32 +174,61 @@ def test_a_bad_level_folder_does_not_hide_the_next_ones(tmp_path: Path):
     assert [p["kind"] for p in manifest.skipped] == ["bad_level"]
 
 
-def test_neutral_beyond_level_1_is_explained(tmp_path: Path):
+@pytest.mark.parametrize(("emotion", "level", "rule"), [("neutral", 2, "neutral at level_1 only"),
+                                                         ("angry", 4, "levels level_1 to level_3"),
+                                                         ("sad", 4, "levels level_1 to level_3")])
+def test_a_level_beyond_the_emotions_is_explained(tmp_path: Path, emotion, level, rule):
     root = base_corpus(tmp_path / "corpus")
-    level = root / "M001/audio/neutral/level_2"
-    level.mkdir()
+    folder = root / f"M001/audio/{emotion}/level_{level}"
+    folder.mkdir(parents=True)
     with pytest.raises(CorpusError) as error:
         scan(root)
-    assert str(error.value) == f"{level}: unknown level 2 for neutral: MEAD has neutral at level_1 only"
+    assert str(error.value) == f"{folder}: unknown level {level} for {emotion}: MEAD has {rule}"
 
 
 def test_an_audio_file_outside_a_level_folder_is_misplaced_and_other_files_are_ignored(tmp_path: Path, caplog):
     root = base_corpus(tmp_path / "corpus")
-    (root / "M001/audio/stray.wav").write_bytes(b"x")
-    (root / "M001/audio/neutral/notes.txt").write_text("notes")
-    (root / "M001/audio/neutral/level_1/take.txt").write_text("notes")
+    (root / "M001/audio/a_stray.wav").write_bytes(b"x")  # sorts before the emotion folders
+    (root / "M001/audio/README.txt").write_text("about the takes")  # a README anywhere is not part of the corpus
+    (root / "M001/audio/neutral/a_notes.txt").write_text("notes")  # sorts before the level folders
+    for take in ("take.txt", "take2.txt", "take3.txt"):
+        (root / "M001/audio/neutral/level_1" / take).write_text("notes")
+    (root / "M001/audio/neutral/level_1/._001.wav").write_bytes(b"x")  # macOS's AppleDouble file: hidden
     with caplog.at_level(logging.WARNING, logger="datamodules.corpus"):
         manifest = scan(root, on_error="skip")
-    assert [(p["file"], p["kind"]) for p in manifest.skipped] == [(str(root / "M001/audio/stray.wav"),
+    assert [(p["file"], p["kind"]) for p in manifest.skipped] == [(str(root / "M001/audio/a_stray.wav"),
                                                                    "misplaced_file")]
-    assert "ignored 2 files and folders that are not part of the layout" in caplog.text
+    assert len(manifest) == 3
+    examples = [str(root / "M001/audio/neutral" / name) for name in
+                ("a_notes.txt", "level_1/take.txt", "level_1/take2.txt")]
+    assert f"ignored 4 files and folders that are not part of the layout, e.g. {examples}" in caplog.text
+
+
+def test_a_speaker_with_tracks_only_is_a_speaker_with_missing_audio(tmp_path: Path):
+    root = base_corpus(tmp_path / "corpus")
+    track = write_npy(root / "W001/arkit/happy/level_1/001.npy", random_track(25))
+    with pytest.raises(CorpusError) as error:
+        scan(root)
+    assert error.value.kind == "missing_audio" and error.value.path == str(track)
+
+
+def test_two_tracks_for_one_clip_skip_it_and_only_it(tmp_path: Path):
+    root = base_corpus(tmp_path / "corpus")
+    _, track = add_clip(root, "M001", "neutral", 1, "000")
+    track.with_suffix(".csv").write_text("Timecode\n")  # the same clip as a Live Link CSV too (never opened)
+    manifest = scan(root, on_error="skip")
+    assert [r.clip_id for r in manifest.records] == \
+        ["M001_neutral_level_1_001", "M001_neutral_level_1_002", "M002_angry_level_2_001"]
+    assert [p["kind"] for p in manifest.skipped] == ["duplicate"]
 
 
 def test_a_clean_corpus_logs_no_warning(tmp_path: Path, caplog):
     root = base_corpus(tmp_path / "corpus")
     with caplog.at_level(logging.WARNING, logger="datamodules.corpus"):
-        assert len(scan(root)) == 3
+        manifest = scan(root)
+    assert len(manifest) == 3 and not manifest.synthetic  # CORPUS.json absent: not marked synthetic
     assert caplog.text == ""
+    assert len(scan(root, workers=-1)) == 3  # no pool for a count below 1
 
 
 # --- what skip mode says ---------------------------------------------------------------------------------
@@ -208,10 +257,16 @@ def test_a_corpus_without_one_valid_clip_names_its_first_problem(tmp_path: Path)
     assert str(second) not in str(error.value)
 
 
-def test_the_report_states_the_declared_order(tmp_path: Path):
+def test_the_report_states_the_declared_order_and_only_an_undeclared_one_is_logged(tmp_path: Path, caplog):
     root = base_corpus(tmp_path / "corpus")
+    with caplog.at_level(logging.INFO, logger="datamodules.corpus"):
+        scan(root)
+    assert "CORPUS.json does not state arkit_order" in caplog.text
+    caplog.clear()
     (root / "CORPUS.json").write_text(json.dumps({"arkit_order": "apple"}))
-    scan(root, report_path=tmp_path / "report.json")
+    with caplog.at_level(logging.INFO, logger="datamodules.corpus"):
+        scan(root, report_path=tmp_path / "report.json")
+    assert "arkit_order" not in caplog.text
     report = json.loads((tmp_path / "report.json").read_text())
     assert (report["arkit_order"], report["arkit_order_stated"]) == ("apple", True)
     assert report["arkit_order_note"] == "CORPUS.json states arkit_order 'apple'"
