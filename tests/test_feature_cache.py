@@ -120,20 +120,49 @@ def test_unusable_paths_are_audio_errors_naming_the_file(cache, audio, tmp_path:
 
 # --- corrupt entries -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", ["truncated", "vector", "3-d", "width", "empty", "float64"])
+@pytest.mark.parametrize("bad", ["truncated", "vector", "3-d", "narrower", "wider", "empty", "float64", "float16"])
 def test_an_entry_of_the_wrong_form_is_recomputed_with_a_warning(cache, audio, caplog, bad):
     direct = cache.get(audio, 25)
     entry = cache.entry_path(audio, 25)
     if bad == "truncated":
         entry.write_bytes(entry.read_bytes()[:100])
     else:
-        np.save(entry, {"vector": direct[0], "3-d": direct[None], "width": direct[:, :-1],
-                        "empty": direct[:0], "float64": direct.astype(np.float64)}[bad])
+        np.save(entry, {"vector": direct[0], "3-d": direct[:, :, None], "narrower": direct[:, :-1],
+                        "wider": np.concatenate([direct, direct], 1), "empty": direct[:0],
+                        "float64": direct.astype(np.float64), "float16": direct.astype(np.float16)}[bad])
     with caplog.at_level(logging.WARNING, logger="datamodules.feature_cache"):
         np.testing.assert_array_equal(cache.get(audio, 25), direct)
     assert cache.stats == {"hits": 0, "misses": 2, "corrupt": 1}
     assert f"{entry}: corrupt feature cache entry" in caplog.text
     np.testing.assert_array_equal(np.load(entry), direct)
+
+
+class MakesAFolder:
+    """Unpickling it makes a folder: a pickled entry that is loaded runs code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+def test_a_pickled_entry_is_never_unpickled(cache, audio, tmp_path, caplog):
+    direct = cache.get(audio, 25)
+    entry = cache.entry_path(audio, 25)
+    np.save(entry, np.array([MakesAFolder(tmp_path / "ran")], dtype=object), allow_pickle=True)
+    with caplog.at_level(logging.WARNING, logger="datamodules.feature_cache"):
+        np.testing.assert_array_equal(cache.get(audio, 25), direct)
+    assert not (tmp_path / "ran").exists() and "ValueError" in caplog.text
+
+
+def test_a_hit_with_the_default_config(tmp_path, audio):
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())  # 320 channels a frame
+    first = cache.get(audio, 25)
+    again = FeatureCache(tmp_path / "cache", FeatureConfig())
+    np.testing.assert_array_equal(again.get(audio, 25), first)
+    assert cache.stats == {"hits": 0, "misses": 1, "corrupt": 0}
+    assert again.stats == {"hits": 1, "misses": 0, "corrupt": 0}  # a wide entry is read back as a hit
 
 
 # --- the computation log ---------------------------------------------------------------------------------
@@ -174,13 +203,16 @@ def test_only_temporaries_older_than_the_age_are_removed(cache, audio):
     assert (folder / "d.npy").exists() and cache.entry_path(audio, 25).exists()
     os.utime(folder / ".c.npy.3.tmp", (now - 2 * STALE_TEMP_AGE_S, now - 2 * STALE_TEMP_AGE_S))
     (folder / ".e.npy.4.tmp").write_bytes(b"x")  # fresh: a writer may be using it
+    (folder / ".f.npy.5.tmp").symlink_to(folder / "gone")  # as if removed by another process meanwhile
     assert cache.remove_stale_temp_files() == 1
-    assert [p.name for p in folder.glob(".*.tmp")] == [".e.npy.4.tmp"]
+    assert sorted(p.name for p in folder.glob(".*.tmp")) == [".e.npy.4.tmp", ".f.npy.5.tmp"]
 
 
 # --- precompute ------------------------------------------------------------------------------------------
 
-def test_precompute_in_this_process_reports_counts_and_sorted_errors(cache, tmp_path, capfd):
+def test_precompute_in_this_process_reports_counts_and_sorted_errors(cache, tmp_path, capfd, monkeypatch):
+    log_file = tmp_path / "computations.log"
+    monkeypatch.setenv(COMPUTATION_LOG_ENV, str(log_file))
     clips = [tone(tmp_path / f"{i}.wav", 200.0 + 50 * i) for i in range(3)]
     cache.get(clips[0], 25)
     stale = cache.entry_path(clips[0], 25).parent / ".old.npy.1.tmp"
@@ -195,9 +227,11 @@ def test_precompute_in_this_process_reports_counts_and_sorted_errors(cache, tmp_
     assert report["errors"][1] == f"{tmp_path / 'z_gone.wav'}: no such file"
     assert cache.stats == {"hits": 1, "misses": 3, "corrupt": 0}
     assert not stale.exists()
+    assert {line.split()[2] for line in log_file.read_text().splitlines()} == {str(os.getpid())}  # no pool
     assert "features" not in capfd.readouterr().err  # progress=False: no bar
-    precompute_features(clips, cache, 25, progress=True)
+    precompute_features(clips, cache, 25)
     assert "features: 100%" in capfd.readouterr().err
+    assert len(precompute_features(clips, cache, 25, workers=-1, progress=False)["errors"]) == 0  # no pool either
 
 
 def test_precompute_reports_a_failure_other_than_bad_audio_and_goes_on(tmp_path):
@@ -209,11 +243,16 @@ def test_precompute_reports_a_failure_other_than_bad_audio_and_goes_on(tmp_path)
     assert report["errors"][0].startswith(f"{clip}: FileExistsError while computing features (")
 
 
-def test_precompute_in_worker_processes_counts_into_the_callers_stats(cache, tmp_path):
-    clips = [tone(tmp_path / f"{i}.wav", 200.0 + 50 * i) for i in range(2)]
+def test_precompute_in_worker_processes_counts_into_the_callers_stats(cache, tmp_path, monkeypatch):
+    log_file = tmp_path / "computations.log"
+    monkeypatch.setenv(COMPUTATION_LOG_ENV, str(log_file))
+    clips = [tone(tmp_path / f"{i}.wav", 200.0 + 50 * i) for i in range(3)]
     cache.get(clips[0], 25)
+    cache.get(clips[1], 25)
     report = precompute_features([*clips, tmp_path / "gone.wav"], cache, 25, workers=1, progress=False)
-    assert (report["computed"], report["cached"], report["failed"]) == (1, 1, 1)
+    assert (report["computed"], report["cached"], report["failed"]) == (1, 2, 1)
     assert report["errors"] == [f"{tmp_path / 'gone.wav'}: no such file"]
-    assert cache.stats == {"hits": 1, "misses": 2, "corrupt": 0}
-    np.testing.assert_array_equal(np.load(cache.entry_path(clips[1], 25)), cache.get(clips[1], 25))
+    assert cache.stats == {"hits": 2, "misses": 3, "corrupt": 0}
+    pids = [line.split()[2] for line in log_file.read_text().splitlines()]
+    assert len(pids) == 3 and pids[2] != str(os.getpid())  # computed in a worker
+    np.testing.assert_array_equal(np.load(cache.entry_path(clips[2], 25)), cache.get(clips[2], 25))
