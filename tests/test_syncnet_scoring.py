@@ -121,24 +121,30 @@ def test_a_video_too_short_or_audio_not_mono_is_refused_by_name(net):
                                 "frames at 25 fps and 3840 samples at 16000 Hz")
     with pytest.raises(ValueError, match=r"expected mono audio samples \(N,\), got shape \(2, 3840\)"):
         scorer.score(crops, torch.stack([audio, audio]))
+    with pytest.raises(ValueError, match=r"expected mono audio samples \(N,\), got shape \(\)"):
+        scorer.score(crops, audio[0])
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_the_metric_averages_its_videos_and_refuses_unpaired_lists(net):
-    videos = [video(8, 8 * 640, seed=2), video(10, 9 * 640, seed=3), video(7, 7 * 640, seed=4)]
+    # 16 and 17 windows: enough that the distances at +-15 frames are not all padding, so that LSE-C is not 0
+    first, second = video(21, 21 * 640, seed=2), video(22, 22 * 640, seed=3)
     scorer = SyncNetScorer(net)
-    singles = [scorer.score(crops, audio) for crops, audio in videos]
+    singles = [scorer.score(crops, audio) for crops, audio in (first, second, first)]
+    assert min(s.lse_c for s in singles) > 0.01 and singles[0].lse_c != singles[1].lse_c
     metric = LipSyncError(weights=net)
     with pytest.raises(RuntimeError, match="before any update"):
         metric.compute()
-    metric.update(*videos[0])
-    metric.update([crops for crops, _ in videos[1:]], [audio.numpy() for _, audio in videos[1:]])
+    metric.update(*first)
+    metric.update([second[0], first[0]], [second[1].numpy(), first[1].numpy()])
     result = metric.compute()
     assert int(metric.num_videos) == 3
     assert float(result["lse_c"]) == pytest.approx(np.mean([s.lse_c for s in singles]), rel=1e-6)
     assert float(result["lse_d"]) == pytest.approx(np.mean([s.lse_d for s in singles]), rel=1e-6)
     with pytest.raises(ValueError, match="got 2 videos but 1 audio tracks"):
-        metric.update([videos[0][0], videos[1][0]], [videos[0][1]])
+        metric.update([first[0], second[0]], [first[1]])
+    with pytest.raises(ValueError, match="got 1 videos but 2 audio tracks"):
+        metric.update([first[0]], [first[1], second[1]])
     assert int(metric.num_videos) == 3
 
 
