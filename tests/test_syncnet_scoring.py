@@ -61,9 +61,10 @@ def test_offset_distances_equal_calc_pdist(windows, max_offset, chunk):
 
 def test_offset_distances_refuse_embeddings_of_other_shapes():
     lip, audio = embeddings(6, lag=0)
-    for other in (audio[:5], audio[:, :512], audio[None]):
+    for one, other in ((lip, audio[:5]), (lip[:5], audio), (lip, audio[:, :512]), (lip[None], audio[None]),
+                       (lip[0], audio[0])):
         with pytest.raises(ValueError, match=r"expected lip and audio embeddings of one shape \(W, D\)"):
-            offset_distances(lip if other.ndim == 2 else lip[None], other)
+            offset_distances(one, other)
 
 
 @pytest.mark.parametrize("lag", [-4, 0, 3])
