@@ -165,6 +165,8 @@ mutation: install
 	for cfg in benchmarks/mutation/*.toml; do name=$$(basename $$cfg .toml); \
 		$(MUTATION_VENV)/bin/cosmic-ray init $$cfg outputs/mutation/$$name.sqlite && \
 		$(MUTATION_VENV)/bin/cr-filter-operators outputs/mutation/$$name.sqlite $$cfg && \
+		{ ! grep -q '^\[cosmic-ray.filters.line-filter\]' $$cfg || \
+		  $(MUTATION_VENV)/bin/cr-filter-lines outputs/mutation/$$name.sqlite --config $$cfg; } && \
 		OMP_NUM_THREADS=1 $(MUTATION_VENV)/bin/cosmic-ray exec $$cfg outputs/mutation/$$name.sqlite && \
 		$(MUTATION_VENV)/bin/cr-report --surviving-only --show-diff outputs/mutation/$$name.sqlite \
 			> outputs/mutation/$$name.survivors.txt || exit 1; done
