@@ -42,6 +42,19 @@ def stopped_holder(run_dir: Path, env: dict[str, str], not_pid: int | None, time
     raise AssertionError(f"no stopped holder of {run_dir}\n{slurm_state(env)}")
 
 
+def wait_pending(pid: int, signum: int, timeout: float = 60) -> None:
+    """Until the stopped process `pid` has signal `signum` pending (it acts on it when continued)."""
+    bit = 1 << (signum - 1)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        status = dict(line.split(":", 1) for line in lines if ":" in line)
+        if (int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)) & bit:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"signal {signum} never reached process {pid}")
+
+
 def train_steps(run_dir: Path, attempt: int) -> list[int]:
     path = run_dir / "csv" / f"attempt_{attempt}" / "metrics.csv"
     if not path.exists():
@@ -65,6 +78,9 @@ def test_five_mixed_interruptions_end_at_the_requested_step_with_one_wandb_run(l
     for _ in range(2):  # interruptions 1 and 2: SIGUSR1 as before a time limit, sent by Slurm's scancel
         pid = stopped_holder(run_dir, env, not_pid=pid)
         subprocess.run(["scancel", "--signal=USR1", job], check=True, env=env)
+        # slurmd may deliver two signals out of order: a CONT that overtook the USR1 would let the run go on past the
+        # step (here the end of an epoch) before saving, and the resumed start would log from another step
+        wait_pending(pid, signal.SIGUSR1)
         subprocess.run(["scancel", "--signal=CONT", job], check=True, env=env)
     state = wait_for(job, env, timeout=400)  # interruption 3: the third start is killed after step 52
     log = (tmp_path / "outputs" / "slurm" / f"baseline_demo-{job}.out").read_text()
