@@ -33,14 +33,20 @@ UNRANKED = "unranked"
 """The goal of a metric that is shown but never ranked: a reference, or a number without a better direction."""
 
 
+def _name_has(metric: str, parts: tuple[str, ...]) -> bool:
+    """Whether the metric's last name (test/sync_lag -> sync_lag) has one of `parts` between underscores."""
+    name = metric.rsplit("/", 1)[-1].lower()
+    return any(re.search(rf"(^|_){re.escape(part)}($|_)", name) for part in parts)
+
+
 def unranked_reason(metric: str) -> str | None:
     """Why a metric is shown but not ranked, from its name; None when it may be ranked."""
-    name = metric.rsplit("/", 1)[-1].lower()
+    *folders, name = metric.lower().split("/")
     if name.endswith("_truth"):
         return "the ground truth's value at the same frames, a reference"
-    if "source" in metric.lower().split("/")[:-1]:
+    if "source" in folders:
         return "the lip refiner's input scored the same way, a reference"
-    if any(re.search(rf"(^|_){part}($|_)", name) for part in NEUTRAL_PARTS):
+    if _name_has(metric, NEUTRAL_PARTS):
         return "a lag or offset, judged by its size rather than its sign"
     return None
 
@@ -50,13 +56,8 @@ def infer_goal(metric: str) -> str | None:
     reference (`*_truth`, `source/...`) or a lag; None when unknown."""
     if unranked_reason(metric) is not None:
         return UNRANKED
-    name = metric.rsplit("/", 1)[-1].lower()
-
-    def has(part: str) -> bool:
-        return re.search(rf"(^|_){re.escape(part)}($|_)", name) is not None
-
     for parts, goal in ((MIN_PARTS, "min"), (MAX_PARTS, "max")):
-        if any(has(p) for p in parts):
+        if _name_has(metric, parts):
             return goal
     return None
 
@@ -332,15 +333,10 @@ def build_table(runs: list[RunLog], metrics: list[str] | None = None, goals: lis
                      + "; --goal METRIC=min|max ranks one")
     for m in chosen:
         scored = [(cells[(v.label, m)].mean, v.label) for v in variants if (v.label, m) in cells]
-        if goal_of[m] == UNRANKED:
-            best[m] = None
-        elif goal_of[m] is None:
-            best[m] = None
+        if goal_of[m] is None:
             notes.append(f"{m}: which way is better is not known from its name; pass --goal {m}=min|max")
-        elif len(scored) > 1:
-            best[m] = (min(scored) if goal_of[m] == "min" else max(scored))[1]
-        else:
-            best[m] = None
+        ranked = goal_of[m] in ("min", "max") and len(scored) > 1
+        best[m] = (min(scored) if goal_of[m] == "min" else max(scored))[1] if ranked else None
     return ComparisonTable(variants=variants, metrics=chosen, goals=goal_of, cells=cells, best=best,
                            baseline=choose_baseline(variants, baseline, notes), notes=notes)
 

@@ -105,10 +105,10 @@ class EmoDiffDenoiser(nn.Module):
         for layer in (self.out_modulation[1], self.out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        ones = torch.zeros(layers * AdaLNBlock.MODULATIONS + 2, dim)
-        scales = [AdaLNBlock.MODULATIONS * i + k for i in range(layers) for k in (1, 4)] + [-1]  # shift, scale, gate
-        ones[scales] = 1
-        self.register_buffer("scale_ones", ones.flatten(), persistent=False)
+        # 1 where modulation_weights' output is a scale: each block's shift, scale, gate (attention) and shift,
+        # scale, gate (MLP), then the output's shift, scale
+        scales = torch.tensor([0.0, 1.0, 0.0] * 2 * layers + [0.0, 1.0]).repeat_interleave(dim)
+        self.register_buffer("scale_ones", scales, persistent=False)
 
     def encode_style(self, style: torch.Tensor, style_mask: torch.Tensor) -> torch.Tensor:
         """(B, dim) style-encoder vectors of reference clips (already standardised); rows without frames give 0."""
